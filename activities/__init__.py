@@ -1,0 +1,1 @@
+"""Activities: all I/O (HTTP, SQLite) lives here and only here."""

@@ -1,0 +1,299 @@
+"""The product catalog: a commerce-shaped product model and its SQLite store.
+
+The write side is one small interface, `CatalogTarget.sync_batch`: plan a batch against what the
+target holds (create / update / unchanged, by content hash), then apply it unless it is a dry run.
+A Medusa Admin API target can implement the same method later without touching the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import unicodedata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from activities.dummyjson import SourceProduct
+
+CURRENCY = "usd"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS products (
+    id            INTEGER PRIMARY KEY,
+    tenant        TEXT NOT NULL DEFAULT 'default',
+    external_id   TEXT NOT NULL,
+    handle        TEXT NOT NULL,
+    title         TEXT NOT NULL,
+    description   TEXT NOT NULL DEFAULT '',
+    status        TEXT NOT NULL CHECK (status IN ('draft', 'published')),
+    category      TEXT,
+    tags          TEXT NOT NULL DEFAULT '[]',
+    images        TEXT NOT NULL DEFAULT '[]',
+    thumbnail     TEXT,
+    width         REAL,
+    height        REAL,
+    depth         REAL,
+    weight        REAL,
+    metadata      TEXT NOT NULL DEFAULT '{}',
+    content_hash  TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    UNIQUE (tenant, external_id),
+    UNIQUE (tenant, handle)
+);
+CREATE TABLE IF NOT EXISTS product_variants (
+    id                 INTEGER PRIMARY KEY,
+    product_id         INTEGER NOT NULL REFERENCES products (id) ON DELETE CASCADE,
+    title              TEXT NOT NULL,
+    sku                TEXT,
+    price_amount       INTEGER NOT NULL CHECK (typeof(price_amount) = 'integer'),
+    currency_code      TEXT NOT NULL,
+    inventory_quantity INTEGER NOT NULL,
+    created_at         TEXT NOT NULL,
+    updated_at         TEXT NOT NULL,
+    UNIQUE (product_id, title)
+);
+"""
+
+
+class Variant(BaseModel):
+    title: str = "Default"
+    sku: str | None
+    price_amount: int  # minor units (cents): money is never a float
+    currency_code: str = CURRENCY
+    inventory_quantity: int
+
+
+class CatalogProduct(BaseModel):
+    """A product as the catalog stores it, Medusa-shaped."""
+
+    external_id: str
+    handle: str
+    title: str
+    description: str
+    status: str = "published"
+    category: str | None
+    tags: list[str]
+    images: list[str]
+    thumbnail: str | None
+    width: float | None
+    height: float | None
+    depth: float | None
+    weight: float | None
+    metadata: dict[str, Any]
+    variant: Variant
+
+    def content_hash(self) -> str:
+        """Hash of what the source decides; the handle is ours, so it is left out."""
+        body = self.model_dump(exclude={"handle"}, mode="json")
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def to_minor_units(price: Decimal) -> int:
+    return int((price * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def slugify(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-") or "product"
+
+
+def from_dummyjson(p: SourceProduct) -> CatalogProduct:
+    meta = p.meta
+    metadata = {
+        "brand": p.brand,  # absent on about half of DummyJSON's products: kept as null
+        "rating": p.rating,
+        "discount_percentage": p.discountPercentage,
+        "availability": p.availabilityStatus,
+        "warranty": p.warrantyInformation,
+        "shipping": p.shippingInformation,
+        "return_policy": p.returnPolicy,
+        "minimum_order_quantity": p.minimumOrderQuantity,
+        "barcode": meta.barcode if meta else None,
+        "source_updated_at": meta.updatedAt if meta else None,
+    }
+    dims = p.dimensions
+    return CatalogProduct(
+        external_id=f"dummyjson:{p.id}",
+        handle=slugify(p.title),
+        title=p.title,
+        description=p.description,
+        category=p.category,
+        tags=p.tags,
+        images=p.images,
+        thumbnail=p.thumbnail,
+        width=dims.width if dims else None,
+        height=dims.height if dims else None,
+        depth=dims.depth if dims else None,
+        weight=p.weight,
+        metadata=metadata,
+        variant=Variant(
+            sku=p.sku, price_amount=to_minor_units(p.price), inventory_quantity=p.stock
+        ),
+    )
+
+
+@dataclass
+class BatchPlan:
+    create: list[CatalogProduct] = field(default_factory=list)
+    update: list[tuple[int, CatalogProduct]] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+class CatalogTarget(Protocol):
+    def sync_batch(
+        self, products: Sequence[CatalogProduct], *, tenant: str, dry_run: bool
+    ) -> BatchPlan: ...
+
+
+class SqliteCatalog:
+    """The catalog in one SQLite file (WAL), safe for concurrent batch activities."""
+
+    _init_lock = threading.Lock()
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._ready = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA foreign_keys = ON")
+        if not self._ready:
+            with self._init_lock:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(SCHEMA)
+                self._ready = True
+        return conn
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            # IMMEDIATE takes the write lock up front: plan and apply see the same rows.
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def sync_batch(
+        self, products: Sequence[CatalogProduct], *, tenant: str = "default", dry_run: bool
+    ) -> BatchPlan:
+        with self._transaction(write=not dry_run) as conn:
+            plan = self._plan(conn, products, tenant)
+            if not dry_run:
+                self._apply(conn, plan, tenant)
+        return plan
+
+    def _plan(
+        self, conn: sqlite3.Connection, products: Sequence[CatalogProduct], tenant: str
+    ) -> BatchPlan:
+        plan = BatchPlan()
+        ids = [p.external_id for p in products]
+        marks = ",".join("?" * len(ids))
+        existing = {
+            row["external_id"]: (row["id"], row["content_hash"], row["handle"])
+            for row in conn.execute(
+                f"SELECT id, external_id, content_hash, handle FROM products "
+                f"WHERE tenant = ? AND external_id IN ({marks})",
+                [tenant, *ids],
+            )
+        }
+        taken: set[str] = set()
+        for product in products:
+            if product.external_id in existing:
+                row_id, old_hash, handle = existing[product.external_id]
+                if old_hash == product.content_hash():
+                    plan.unchanged.append(product.external_id)
+                else:  # keep the handle people already link to
+                    plan.update.append((row_id, product.model_copy(update={"handle": handle})))
+                continue
+            handle = product.handle
+            clash = conn.execute(
+                "SELECT 1 FROM products WHERE tenant = ? AND handle = ?", (tenant, handle)
+            ).fetchone()
+            if clash or handle in taken:
+                handle = f"{handle}-{product.external_id.rsplit(':', 1)[-1]}"
+            taken.add(handle)
+            plan.create.append(product.model_copy(update={"handle": handle}))
+        return plan
+
+    def _apply(self, conn: sqlite3.Connection, plan: BatchPlan, tenant: str) -> None:
+        now = datetime.now(UTC).isoformat()
+        for p in plan.create:
+            cur = conn.execute(
+                """INSERT INTO products (tenant, external_id, handle, title, description, status,
+                   category, tags, images, thumbnail, width, height, depth, weight, metadata,
+                   content_hash, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (tenant, p.external_id, p.handle, *_columns(p), now, now),
+            )
+            _write_variant(conn, cur.lastrowid, p.variant, now)
+        for row_id, p in plan.update:
+            conn.execute(
+                """UPDATE products SET title = ?, description = ?, status = ?, category = ?,
+                   tags = ?, images = ?, thumbnail = ?, width = ?, height = ?, depth = ?,
+                   weight = ?, metadata = ?, content_hash = ?, updated_at = ? WHERE id = ?""",
+                (*_columns(p), now, row_id),
+            )
+            _write_variant(conn, row_id, p.variant, now)
+
+    def count(self, tenant: str = "default") -> int:
+        with self._transaction(write=False) as conn:
+            (n,) = conn.execute(
+                "SELECT count(*) FROM products WHERE tenant = ?", (tenant,)
+            ).fetchone()
+            return int(n)
+
+
+def _columns(p: CatalogProduct) -> tuple[Any, ...]:
+    return (
+        p.title,
+        p.description,
+        p.status,
+        p.category,
+        json.dumps(p.tags),
+        json.dumps(p.images),
+        p.thumbnail,
+        p.width,
+        p.height,
+        p.depth,
+        p.weight,
+        json.dumps(p.metadata),
+        p.content_hash(),
+    )
+
+
+def _write_variant(conn: sqlite3.Connection, product_id: int | None, v: Variant, now: str) -> None:
+    conn.execute(
+        """INSERT INTO product_variants (product_id, title, sku, price_amount, currency_code,
+           inventory_quantity, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (product_id, title) DO UPDATE SET sku = excluded.sku,
+           price_amount = excluded.price_amount, currency_code = excluded.currency_code,
+           inventory_quantity = excluded.inventory_quantity, updated_at = excluded.updated_at""",
+        (
+            product_id,
+            v.title,
+            v.sku,
+            v.price_amount,
+            v.currency_code,
+            v.inventory_quantity,
+            now,
+            now,
+        ),
+    )

@@ -1,0 +1,131 @@
+"""DummyJSON as a product source: the HTTP client and the shape of what it returns.
+
+Errors become Temporal ApplicationErrors whose retryability follows the issue's rule: 5xx, 408 and
+network errors retry with backoff; 429 retries after Retry-After; other 4xx and invalid JSON don't.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.exceptions import ApplicationError
+
+TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+class Dimensions(BaseModel):
+    width: float
+    height: float
+    depth: float
+
+
+class Meta(BaseModel):
+    createdAt: str | None = None
+    updatedAt: str | None = None
+    barcode: str | None = None
+
+
+class SourceProduct(BaseModel):
+    """One DummyJSON product, validated before it reaches the catalog. Unknown fields ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int = Field(ge=1)
+    title: str = Field(min_length=1)
+    description: str = ""
+    category: str | None = None
+    price: Decimal = Field(ge=0, max_digits=12, decimal_places=2)
+    discountPercentage: float | None = None
+    rating: float | None = None
+    stock: int = Field(ge=0)
+    tags: list[str] = []
+    brand: str | None = None
+    sku: str | None = None
+    weight: float | None = None
+    dimensions: Dimensions | None = None
+    warrantyInformation: str | None = None
+    shippingInformation: str | None = None
+    availabilityStatus: str | None = None
+    returnPolicy: str | None = None
+    minimumOrderQuantity: int | None = None
+    meta: Meta | None = None
+    images: list[str] = []
+    thumbnail: str | None = None
+
+
+class Page(BaseModel):
+    products: list[dict[str, Any]]
+    total: int
+    skip: int
+    limit: int
+
+
+def _retry_after(response: httpx.Response) -> timedelta:
+    try:
+        return timedelta(seconds=max(0.0, float(response.headers.get("Retry-After", "1"))))
+    except ValueError:
+        return timedelta(seconds=1)
+
+
+class DummyJSONClient:
+    """One pooled httpx client per worker process; thread-safe, so activities share it."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=TIMEOUT, headers=headers)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _get(self, path: str, params: dict[str, Any]) -> Any:
+        where = f"GET {path}?" + "&".join(f"{k}={v}" for k, v in params.items())
+        try:
+            response = self._http.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise ApplicationError(
+                f"{where}: {type(exc).__name__}: {exc}", type="SourceUnavailable"
+            ) from exc
+        status = response.status_code
+        if status == 429:
+            delay = _retry_after(response)
+            raise ApplicationError(
+                f"{where}: 429 rate limited, retry after {delay.total_seconds():g}s",
+                type="RateLimited",
+                next_retry_delay=delay,
+            )
+        if status >= 500 or status == 408:
+            raise ApplicationError(f"{where}: HTTP {status}", type="SourceUnavailable")
+        if status >= 400:
+            raise ApplicationError(
+                f"{where}: HTTP {status} {response.text[:200]}",
+                type="SourceRejected",
+                non_retryable=True,
+            )
+        try:
+            return response.json()
+        except json.JSONDecodeError as exc:
+            raise ApplicationError(
+                f"{where}: invalid JSON ({exc.msg} at char {exc.pos})",
+                type="InvalidJson",
+                non_retryable=True,
+            ) from exc
+
+    def count(self) -> int:
+        """How many products the source has, in one tiny request."""
+        return Page.model_validate(self._get("/products", {"limit": 1, "select": "id"})).total
+
+    def page(self, skip: int, limit: int) -> Page:
+        try:
+            return Page.model_validate(self._get("/products", {"limit": limit, "skip": skip}))
+        except ValueError as exc:  # a 200 that is not a products page
+            raise ApplicationError(
+                f"GET /products?skip={skip}: unexpected body: {str(exc).splitlines()[0]}",
+                type="InvalidJson",
+                non_retryable=True,
+            ) from exc

@@ -1,0 +1,102 @@
+"""Settings from the environment, read and validated in one place.
+
+Every process (worker, starter, devstack) calls `load_settings()`; a bad value stops it with one
+line naming the variable and the fix, before anything is started or written.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.timemath import parse_cron
+
+TASK_QUEUE = "scheduled-jobs"
+DEFAULT_DUMMYJSON_URL = "https://dummyjson.com"
+
+
+class UserError(Exception):
+    """Something the user can fix; entry points print it as one line and exit with exit_code."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A bad setting or a bad schedules file: nothing is started."""
+
+
+def exit_on_user_error(main: Callable[[], Any]) -> Any:
+    """Run an entry point; a UserError becomes one line on stderr and a non-zero exit."""
+    try:
+        return main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    dummyjson_base_url: str = DEFAULT_DUMMYJSON_URL
+    data_dir: Path = Path("data")
+    catalog_db: Path | None = None
+    sync_products_batch_size: int = Field(15, ge=1, le=1000)
+    sync_products_max_retries: int = Field(2, ge=0, le=20)
+    sync_products_schedule: str = "*/2 * * * *"
+    sync_products_dry_run: bool = False
+
+    @field_validator("dummyjson_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("sync_products_schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        parse_cron(value)
+        return value
+
+    @model_validator(mode="after")
+    def _default_catalog(self) -> Settings:
+        if self.catalog_db is None:
+            self.catalog_db = self.data_dir / "catalog.db"
+        return self
+
+    @property
+    def catalog_path(self) -> Path:
+        assert self.catalog_db is not None
+        return self.catalog_db
+
+
+_FIXES = {
+    "sync_products_batch_size": "a whole number from 1 to 1000",
+    "sync_products_max_retries": "a whole number from 0 to 20",
+    "sync_products_schedule": "a cron expression like '*/2 * * * *'",
+    "sync_products_dry_run": "true or false",
+    "dummyjson_base_url": "a URL like http://127.0.0.1:8787",
+}
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise ConfigError (one line, exit 2) on the first bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        value = err.get("input")
+        reason = err["msg"].removeprefix("Value error, ")
+        fix = _FIXES.get(field)
+        hint = f"; set it to {fix}" if fix else ""
+        raise ConfigError(f"{field.upper()}={value!r}: {reason}{hint}") from None

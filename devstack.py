@@ -1,0 +1,212 @@
+"""`make run`: the whole local stack in one command, stopped as one with Ctrl-C.
+
+Starts, in order: the Temporal dev server (SQLite file in the data directory, so schedules survive
+a restart; Web UI on :8233; our search attributes registered), the local DummyJSON mirror (unless
+DUMMYJSON_BASE_URL is set), the worker, then the schedules in schedules.toml. Starting a schedule
+that already runs is a no-op, so running this again resumes the same loops with their counts.
+Set TEMPORAL_ADDRESS to use a server you run yourself instead of the dev server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from config import TASK_QUEUE, UserError, exit_on_user_error, load_settings
+from starter import DEFAULT_FILE, load_schedules, start_schedules
+from temporal_client import connect
+
+BIN = Path(sys.executable).parent
+SEARCH_ATTRIBUTES = ("ScheduleName=Keyword", "ScheduledFireTime=Datetime")
+STARTUP_TIMEOUT_S = 60.0
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def require_port(port: int, what: str, env_hint: str) -> None:
+    if not port_free("127.0.0.1", port):
+        raise UserError(f"port {port} ({what}) is busy: stop what holds it, or set {env_hint}")
+
+
+def wait_until(
+    ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path
+) -> None:
+    """Poll a readiness check until it passes, the process dies, or the deadline passes."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"{what} exited with code {proc.returncode} at start; see {log}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise UserError(f"{what} not ready after {STARTUP_TIMEOUT_S:.0f}s; see {log}")
+
+
+class Stack:
+    """The processes this run started, stopped in reverse order."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(
+        self, name: str, cmd: list[str], env: dict[str, str], log: bool
+    ) -> subprocess.Popen[bytes]:
+        out = open(self.data_dir / f"{name}.log", "ab") if log else None  # noqa: SIM115
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if log else None,
+            start_new_session=True,
+        )
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            print(f"stopped {name} (pid {proc.pid})", flush=True)
+
+
+def temporal_ready(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def run(schedules_file: Path) -> int:
+    settings = load_settings()
+    specs = load_schedules(schedules_file, settings)  # a bad file stops us before anything starts
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    stack = Stack(settings.data_dir)
+    ui_url = None
+    try:
+        if "TEMPORAL_ADDRESS" not in os.environ:
+            port = 7233
+            ui_port = int(os.environ.get("TEMPORAL_UI_PORT", "8233"))
+            require_port(port, "Temporal gRPC", "TEMPORAL_ADDRESS to use a running server")
+            require_port(ui_port, "Temporal Web UI", "TEMPORAL_UI_PORT")
+            cmd = [
+                str(BIN / "temporal"),
+                "server",
+                "start-dev",
+                "--db-filename",
+                str(settings.data_dir / "temporal.db"),
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--ui-port",
+                str(ui_port),
+                "--ui-disable-news-fetch",
+                "--log-level",
+                "warn",
+            ]
+            for attr in SEARCH_ATTRIBUTES:
+                cmd += ["--search-attribute", attr]
+            proc = stack.spawn("temporal", cmd, env, log=True)
+            wait_until(
+                lambda: temporal_ready(settings.temporal_address),
+                proc,
+                "Temporal dev server",
+                settings.data_dir / "temporal.log",
+            )
+            ui_url = f"http://localhost:{ui_port}"
+        if "DUMMYJSON_BASE_URL" not in os.environ:
+            mirror_port = int(os.environ.get("MIRROR_PORT", "8787"))
+            require_port(mirror_port, "DummyJSON mirror", "MIRROR_PORT")
+            proc = stack.spawn(
+                "mirror",
+                [sys.executable, "-m", "mirror", "--port", str(mirror_port)],
+                env,
+                log=True,
+            )
+            env["DUMMYJSON_BASE_URL"] = f"http://127.0.0.1:{mirror_port}"
+            wait_until(
+                lambda: http_ready(f"{env['DUMMYJSON_BASE_URL']}/products?limit=1"),
+                proc,
+                "DummyJSON mirror",
+                settings.data_dir / "mirror.log",
+            )
+        stack.spawn("worker", [sys.executable, "worker.py"], env, log=False)
+
+        async def start() -> list[str]:
+            client = await connect(settings)
+            return await start_schedules(client, specs)
+
+        for line in asyncio.run(start()):
+            print(line, flush=True)
+        print(
+            "\n"
+            f"  Temporal Web UI   {ui_url or '(your server: ' + settings.temporal_address + ')'}\n"
+            f"  DummyJSON source  {env['DUMMYJSON_BASE_URL']}/products\n"
+            f"  catalog           {settings.catalog_path}\n"
+            f"  task queue        {TASK_QUEUE}\n"
+            "  schedules         python starter.py list   (in another terminal, with .venv)\n"
+            "  ad hoc sync       .venv/bin/python starter.py run sync-products\n"
+            "\nready; Ctrl-C stops everything this started.\n",
+            flush=True,
+        )
+        while True:
+            for name, proc in stack.procs:
+                if proc.poll() is not None:
+                    raise UserError(f"{name} exited with code {proc.returncode}; stopping the rest")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="devstack.py", description=__doc__)
+    p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="schedules file")
+    args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    return int(exit_on_user_error(lambda: run(args.file)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`python -m mirror [--port 8787] [--error-rate 0.2] ...`: serve the local DummyJSON."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+from mirror.server import Faults, Mirror
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mirror", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8787)
+    p.add_argument("--latency-ms", type=int, default=0, help="delay every /products answer")
+    p.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 500")
+    p.add_argument("--throttle-rate", type=float, default=0.0, help="fraction answered 429")
+    p.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds on 429")
+    p.add_argument("--malformed-rate", type=float, default=0.0, help="fraction of broken JSON")
+    p.add_argument("--fail-skip", type=int, action="append", default=[], help="page that fails")
+    p.add_argument("--seed", type=int, default=None, help="seed for the fault rates")
+    a = p.parse_args(argv)
+    try:
+        faults = Faults(
+            latency_ms=a.latency_ms,
+            error_rate=a.error_rate,
+            throttle_rate=a.throttle_rate,
+            retry_after_s=a.retry_after,
+            malformed_rate=a.malformed_rate,
+            fail_skips=a.fail_skip,
+            seed=a.seed,
+        )
+    except ValueError as exc:
+        err = exc.errors()[0] if hasattr(exc, "errors") else {"loc": ["?"], "msg": str(exc)}
+        print(f"error: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", file=sys.stderr)
+        return 2
+    try:
+        mirror = Mirror(host=a.host, port=a.port, faults=faults)
+    except OSError as exc:
+        print(f"error: cannot serve on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"DummyJSON mirror on {mirror.url}/products", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        mirror.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""A local DummyJSON: answers `/products` like dummyjson.com does, from the bundled data.
+
+Faults can be switched on for tests and demos (latency, 500s, 429 with Retry-After, malformed JSON,
+a page that always fails), at start-up (`python -m mirror --help`) or at run time through
+`PUT /__mirror/faults`. `PATCH /__mirror/products/<id>` changes a product, to show incremental sync.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, Field
+
+
+class Faults(BaseModel):
+    """What goes wrong on purpose. Rates are per `/products*` request; `*_next` count down."""
+
+    latency_ms: int = Field(0, ge=0)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    throttle_rate: float = Field(0.0, ge=0, le=1)
+    malformed_rate: float = Field(0.0, ge=0, le=1)
+    retry_after_s: int = Field(1, ge=0)
+    fail_skips: list[int] = []
+    fail_next: int = Field(0, ge=0)
+    throttle_next: int = Field(0, ge=0)
+    malformed_next: int = Field(0, ge=0)
+    seed: int | None = None
+
+
+def load_products() -> list[dict[str, Any]]:
+    """The bundled DummyJSON products (194, MIT; LICENSE beside the data)."""
+    text = resources.files("mirror").joinpath("data/products.json").read_text(encoding="utf-8")
+    data = json.loads(text)
+    return data["products"] if isinstance(data, dict) else data
+
+
+class Mirror:
+    """The server and its state; `start()` serves on a background thread."""
+
+    def __init__(
+        self,
+        products: list[dict[str, Any]] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+    ) -> None:
+        self._original = products if products is not None else load_products()
+        self.products = copy.deepcopy(self._original)
+        self.faults = faults or Faults()
+        self.stats: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.faults.seed)
+        self._server = _Server((host, port), _handler_for(self))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> Mirror:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def set_faults(self, faults: Faults) -> None:
+        with self._lock:
+            self.faults = faults
+            self._rng = random.Random(faults.seed)
+
+    def update_product(self, product_id: int, patch: dict[str, Any]) -> dict[str, Any] | None:
+        with self._lock:
+            for product in self.products:
+                if product["id"] == product_id:
+                    product.update(patch)
+                    return product
+        return None
+
+    def reset(self) -> None:
+        with self._lock:
+            self.products = copy.deepcopy(self._original)
+            self.faults = Faults()
+            self.stats.clear()
+
+    def pick_fault(self, skip: int) -> str | None:
+        """Which fault, if any, this request gets; counters and rates under one lock."""
+        with self._lock:
+            f = self.faults
+            if skip in f.fail_skips:
+                return "error"
+            for name in ("fail_next", "throttle_next", "malformed_next"):
+                if getattr(f, name):
+                    setattr(f, name, getattr(f, name) - 1)
+                    return {"fail_next": "error", "throttle_next": "throttle"}.get(
+                        name, "malformed"
+                    )
+            roll = self._rng.random()
+            for kind, rate in (
+                ("error", f.error_rate),
+                ("throttle", f.throttle_rate),
+                ("malformed", f.malformed_rate),
+            ):
+                if roll < rate:
+                    return kind
+                roll -= rate
+            return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-answer is normal here; stay quiet about it."""
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _int_param(query: dict[str, list[str]], name: str, default: int) -> int:
+    """DummyJSON checks `Number(v)` is not NaN, then parseInt: `2.9` → 2, `abc` → 400."""
+    if name not in query:
+        return default
+    raw = query[name][0]
+    try:
+        return int(float(raw or 0))
+    except ValueError:
+        raise BadRequest(f"Invalid '{name}' - must be a number") from None
+
+
+def page(
+    items: list[dict[str, Any]], query: dict[str, list[str]], key: str = "products"
+) -> dict[str, Any]:
+    """sort, skip, limit, select, in DummyJSON's order; `limit` echoes the count returned."""
+    limit = _int_param(query, "limit", 30)
+    skip = _int_param(query, "skip", 0)
+    sort_by = query.get("sortBy", [None])[0]
+    if sort_by:
+        order = query.get("order", ["asc"])[0].lower()
+        if order not in ("asc", "desc"):
+            raise BadRequest("Order can be: 'asc' or 'desc'")
+        items = sorted(items, key=lambda p: (p.get(sort_by) is None, p.get(sort_by)))
+        if order == "desc":
+            items.reverse()
+    total = len(items)
+    if skip > 0:
+        items = items[skip:]
+    if limit != 0 and limit <= len(items):
+        items = items[:limit]  # a negative limit drops from the end, as JS slice does
+    fields = [f for raw in query.get("select", []) for f in raw.split(",") if f]
+    if fields:
+        keys = list(dict.fromkeys(["id", *fields]))
+        items = [{k: p[k] for k in keys if k in p} for p in items]
+    return {key: items, "total": total, "skip": skip, "limit": len(items)}
+
+
+def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, so clients can reuse connections
+        server_version = "dummyjson-mirror"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet by default
+            pass
+
+        def _send(
+            self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bool = False
+        ) -> None:
+            data = body if raw else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+            mirror.stats[str(status)] += 1
+
+        def _body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length) or b"{}")
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = parse_qs(url.query, keep_blank_values=True)
+            path = url.path.rstrip("/") or "/"
+            if path == "/__mirror/faults":
+                return self._send(200, mirror.faults.model_dump())
+            if path == "/__mirror/stats":
+                return self._send(200, dict(mirror.stats))
+            try:
+                self._products(path, query)
+            except BadRequest as exc:
+                self._send(400, {"message": str(exc)})
+
+        def _products(self, path: str, query: dict[str, list[str]]) -> None:
+            _int_param(query, "limit", 30)  # DummyJSON validates on every route
+            _int_param(query, "skip", 0)
+            if not (path == "/products" or path.startswith("/products/")):
+                return self._send(404, {"message": f"Route '{path}' not found"})
+            mirror.stats["requests"] += 1
+            if mirror.faults.latency_ms:
+                time.sleep(mirror.faults.latency_ms / 1000)
+            fault = mirror.pick_fault(_int_param(query, "skip", 0))
+            if fault == "error":
+                return self._send(500, {"message": "Something went wrong."})
+            if fault == "throttle":
+                return self._send(
+                    429,
+                    {"message": "request limit exceeded, please wait a few seconds"},
+                    {"Retry-After": str(mirror.faults.retry_after_s)},
+                )
+            with mirror._lock:
+                products = list(mirror.products)
+            rest = path.removeprefix("/products").strip("/")
+            if rest == "":
+                body: Any = page(products, query)
+            elif rest == "search":
+                q = query.get("q", [""])[0].strip().lower().replace("-", " ")
+                hits = [
+                    p
+                    for p in products
+                    if q in p["title"].lower() or q in p.get("description", "").lower()
+                ]
+                body = page(hits, query)
+            elif rest == "category-list":
+                body = list(dict.fromkeys(p["category"] for p in products))
+            elif rest.startswith("category/"):
+                slug = rest.removeprefix("category/").lower()
+                body = page([p for p in products if p["category"].lower() == slug], query)
+            else:
+                found = [p for p in products if str(p["id"]) == rest]
+                if not found:
+                    return self._send(404, {"message": f"Product with id '{rest}' not found"})
+                body = found[0]
+            if fault == "malformed":
+                return self._send(200, json.dumps(body).encode()[:-7], raw=True)
+            self._send(200, body)
+
+        def do_PUT(self) -> None:
+            if urlsplit(self.path).path != "/__mirror/faults":
+                return self._send(404, {"message": "Not found"})
+            try:
+                mirror.set_faults(Faults.model_validate(self._body()))
+            except ValueError as exc:
+                return self._send(400, {"message": str(exc).splitlines()[0]})
+            self._send(200, mirror.faults.model_dump())
+
+        def do_PATCH(self) -> None:
+            path = urlsplit(self.path).path
+            prefix = "/__mirror/products/"
+            if not path.startswith(prefix) or not path[len(prefix) :].isdigit():
+                return self._send(404, {"message": "Not found"})
+            product = mirror.update_product(int(path[len(prefix) :]), self._body())
+            if product is None:
+                return self._send(404, {"message": "Product not found"})
+            self._send(200, product)
+
+        def do_POST(self) -> None:
+            if urlsplit(self.path).path != "/__mirror/reset":
+                return self._send(404, {"message": "Not found"})
+            mirror.reset()
+            self._send(200, {"reset": True})
+
+    return Handler

@@ -1,0 +1,217 @@
+"""Typed models at every boundary: workflow inputs/results, activity calls, the schedules file."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from workflows.timemath import Timing, parse_cron, parse_duration, parse_timezone
+
+# --- the sync-products job -------------------------------------------------------------------
+
+
+class SyncProductsInput(BaseModel):
+    """What one sync run does; defaults come from the SYNC_PRODUCTS_* settings at the starter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(15, ge=1, le=1000)
+    max_retries: int = Field(2, ge=0, le=20)
+    dry_run: bool = False
+    concurrency: int = Field(4, ge=1, le=32, description="batches in flight at once")
+    retry_initial_interval_s: float = Field(1.0, gt=0, le=60)
+    tenant: str = "default"
+
+
+class BatchRequest(BaseModel):
+    offset: int = Field(ge=0)
+    limit: int = Field(ge=1)
+    dry_run: bool = False
+    tenant: str = "default"
+
+
+class ProductError(BaseModel):
+    """One product that could not be synced; its batch-mates still were."""
+
+    external_id: str
+    error: str
+
+
+class BatchResult(BaseModel):
+    """Counts only: product data never travels through workflow history."""
+
+    offset: int
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    invalid: list[ProductError] = []
+    examples: dict[str, list[str]] = {}
+
+
+class FailedBatch(BaseModel):
+    offset: int
+    limit: int
+    error: str
+
+
+SyncStatus = Literal["running", "completed", "partial", "failed"]
+
+
+class SyncReport(BaseModel):
+    """The job's result, and its live progress (query `progress`)."""
+
+    status: SyncStatus = "running"
+    fetched: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    failed_batches: list[FailedBatch] = []
+    failed_products: list[ProductError] = []
+    dry_run: bool = False
+    total: int = 0
+    batches: int = 0
+    batches_done: int = 0
+    duration_s: float = 0.0
+    examples: dict[str, list[str]] = {}
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+
+
+class ScheduleSpec(BaseModel):
+    """One entry of the schedules file; everything a schedule loop needs to know."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    job: str
+    cron: str | None = None
+    every: str | int | None = None
+    timezone: str = "UTC"
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    limit: int | None = Field(None, ge=1)
+    args: dict[str, Any] = {}
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_cron(value)
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScheduleSpec:
+        if self.cron is None and self.every is None:
+            raise ValueError("set cron or every")
+        tz = parse_timezone(self.timezone)
+        # A naive start_at/end_at is wall-clock time in the schedule's zone.
+        if self.start_at is not None and self.start_at.tzinfo is None:
+            self.start_at = self.start_at.replace(tzinfo=tz)
+        if self.end_at is not None and self.end_at.tzinfo is None:
+            self.end_at = self.end_at.replace(tzinfo=tz)
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            raise ValueError("end_at must be after start_at")
+        return self
+
+    def timing(self, created_at: datetime) -> Timing:
+        """The fire-time calculator; `created_at` anchors `every` when there is no start_at."""
+        return Timing.build(
+            cron=self.cron,
+            every=self.every,
+            timezone=self.timezone,
+            anchor=self.start_at or created_at,
+            end_at=self.end_at,
+        )
+
+    def describe(self) -> str:
+        """One line for tables: `*/2 * * * * (UTC)`."""
+        parts = [f"cron {self.cron}" if self.cron else f"every {self.every}"]
+        if self.cron and self.every is not None:
+            parts.append(f"(fallback every {self.every})")
+        parts.append(f"[{self.timezone}]")
+        if self.limit:
+            parts.append(f"limit {self.limit}")
+        return " ".join(parts)
+
+
+FireOutcome = Literal["started", "failed", "skipped: missed", "skipped: empty expansion"]
+
+
+class FireRecord(BaseModel):
+    scheduled: datetime
+    actual: datetime
+    outcome: FireOutcome
+    children: list[str] = []
+    error: str | None = None
+
+
+class ScheduleState(BaseModel):
+    """What a loop carries across continue-as-new: the durable counts and cursor."""
+
+    created_at: datetime | None = None
+    cursor: datetime | None = None  # scheduled time of the last fire handled
+    fires: int = 0  # fires that ran (count toward limit)
+    failed: int = 0
+    missed: int = 0
+    recent: list[FireRecord] = []
+
+
+class ScheduleInput(BaseModel):
+    spec: ScheduleSpec
+    state: ScheduleState = ScheduleState()
+    fires_per_run: int = Field(500, ge=1, description="continue-as-new after this many fires")
+    catchup_window_s: float = 86400.0
+
+
+ScheduleStatus = Literal["running", "completed", "terminated", "failed", "canceled", "timed out"]
+
+
+class ScheduleView(BaseModel):
+    """The `describe` query: enough for `starter.py list` and the Web UI."""
+
+    spec: ScheduleSpec
+    state: ScheduleState
+    next_fires: list[datetime]
+    run_fires: int = 0
+
+
+class ScheduleSummary(BaseModel):
+    """A finished loop's result."""
+
+    name: str
+    reason: str
+    fires: int
+    failed: int
+    missed: int
+    last_fire: datetime | None = None
+
+
+class ExpansionRequest(BaseModel):
+    name: str
+    job: str
+    fire_time: datetime
+    args: dict[str, Any] = {}
+
+
+def utc(instant: datetime) -> datetime:
+    return instant.astimezone(UTC)

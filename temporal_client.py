@@ -1,0 +1,51 @@
+"""Connecting to Temporal the same way everywhere: pydantic payloads, one-line failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from config import TASK_QUEUE, Settings, UserError
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+class ServerUnavailable(UserError):
+    exit_code = 1
+
+
+async def connect(settings: Settings) -> Client:
+    """Client.connect, bounded: no server means one clear line, not a hang or a traceback."""
+    try:
+        return await asyncio.wait_for(
+            Client.connect(
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=pydantic_data_converter,
+            ),
+            CONNECT_TIMEOUT_S,
+        )
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        raise ServerUnavailable(
+            f"no Temporal server at {settings.temporal_address} "
+            f"(namespace {settings.temporal_namespace!r}): start one with `make run` "
+            f"or set TEMPORAL_ADDRESS ({type(exc).__name__})"
+        ) from None
+
+
+async def worker_polling(client: Client, task_queue: str = TASK_QUEUE) -> bool:
+    """Whether any worker has polled the task queue recently (the server keeps ~5 minutes)."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    resp = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return len(resp.pollers) > 0

@@ -1,0 +1,71 @@
+"""`python worker.py`: the worker that runs schedule loops, jobs and their activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.catalog import SqliteCatalog
+from activities.dummyjson import DummyJSONClient
+from activities.expansion import expand_schedule
+from activities.sync_products import SyncProductsActivities
+from config import TASK_QUEUE, Settings, exit_on_user_error, load_settings
+from temporal_client import connect
+from workflows.echo import EchoJobWorkflow
+from workflows.schedule import ScheduleWorkflow
+from workflows.sync_products import SyncProductsWorkflow
+
+WORKFLOWS: Sequence[type] = (ScheduleWorkflow, SyncProductsWorkflow, EchoJobWorkflow)
+
+
+def activities_for(settings: Settings) -> list[Any]:
+    sync = SyncProductsActivities(
+        DummyJSONClient(settings.dummyjson_base_url), SqliteCatalog(settings.catalog_path)
+    )
+    return [sync.count_source_products, sync.sync_products_batch, expand_schedule]
+
+
+def build_worker(
+    client: Client, settings: Settings, *, task_queue: str = TASK_QUEUE, **kwargs: Any
+) -> Worker:
+    """The one worker definition, used by `python worker.py` and by the tests."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities_for(settings),
+        activity_executor=ThreadPoolExecutor(max_workers=16),
+        **kwargs,
+    )
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = load_settings()
+    client = await connect(settings)
+    worker = build_worker(client, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    logging.info(
+        "worker on %s, task queue %r, source %s, catalog %s",
+        settings.temporal_address,
+        TASK_QUEUE,
+        settings.dummyjson_base_url,
+        settings.catalog_path,
+    )
+    async with worker:
+        await stop.wait()
+    logging.info("worker stopped")
+
+
+if __name__ == "__main__":
+    exit_on_user_error(lambda: asyncio.run(main()))

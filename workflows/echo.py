@@ -1,0 +1,20 @@
+"""EchoJobWorkflow: the smallest job. Returns its args; can take time or fail on request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+
+@workflow.defn
+class EchoJobWorkflow:
+    @workflow.run
+    async def run(self, args: dict[str, Any]) -> dict[str, Any]:
+        workflow.logger.info("echo job %s got %s", workflow.info().workflow_id, args)
+        if args.get("sleep_s"):
+            await workflow.sleep(float(args["sleep_s"]))
+        if args.get("fail"):
+            raise ApplicationError("echo job asked to fail", non_retryable=True)
+        return {"args": args, "ran_at": workflow.now().isoformat()}
