@@ -46,6 +46,7 @@ class Settings(BaseSettings):
 
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
+    temporal_task_queue: str = TASK_QUEUE
     dummyjson_base_url: str = DEFAULT_DUMMYJSON_URL
     data_dir: Path = Path("data")
     catalog_db: Path | None = None

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from config import TASK_QUEUE, UserError, exit_on_user_error, load_settings
+from config import UserError, exit_on_user_error, load_settings
 from starter import DEFAULT_FILE, load_schedules, start_schedules
 from temporal_client import connect
 
@@ -110,19 +110,19 @@ def http_ready(url: str) -> bool:
         return False
 
 
-def run(schedules_file: Path) -> int:
+def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    specs = load_schedules(schedules_file, settings)  # a bad file stops us before anything starts
+    specs = load_schedules(args.file, settings)  # a bad file stops us before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     stack = Stack(settings.data_dir)
     ui_url = None
     try:
         if "TEMPORAL_ADDRESS" not in os.environ:
-            port = 7233
-            ui_port = int(os.environ.get("TEMPORAL_UI_PORT", "8233"))
-            require_port(port, "Temporal gRPC", "TEMPORAL_ADDRESS to use a running server")
-            require_port(ui_port, "Temporal Web UI", "TEMPORAL_UI_PORT")
+            port, ui_port = args.port, args.ui_port
+            require_port(port, "Temporal gRPC", "--port, or TEMPORAL_ADDRESS to use your server")
+            require_port(ui_port, "Temporal Web UI", "--ui-port")
+            settings.temporal_address = env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
             cmd = [
                 str(BIN / "temporal"),
                 "server",
@@ -150,8 +150,8 @@ def run(schedules_file: Path) -> int:
             )
             ui_url = f"http://localhost:{ui_port}"
         if "DUMMYJSON_BASE_URL" not in os.environ:
-            mirror_port = int(os.environ.get("MIRROR_PORT", "8787"))
-            require_port(mirror_port, "DummyJSON mirror", "MIRROR_PORT")
+            mirror_port = args.mirror_port
+            require_port(mirror_port, "DummyJSON mirror", "--mirror-port, or DUMMYJSON_BASE_URL")
             proc = stack.spawn(
                 "mirror",
                 [sys.executable, "-m", "mirror", "--port", str(mirror_port)],
@@ -169,7 +169,7 @@ def run(schedules_file: Path) -> int:
 
         async def start() -> list[str]:
             client = await connect(settings)
-            return await start_schedules(client, specs)
+            return await start_schedules(client, specs, settings.temporal_task_queue)
 
         for line in asyncio.run(start()):
             print(line, flush=True)
@@ -178,7 +178,7 @@ def run(schedules_file: Path) -> int:
             f"  Temporal Web UI   {ui_url or '(your server: ' + settings.temporal_address + ')'}\n"
             f"  DummyJSON source  {env['DUMMYJSON_BASE_URL']}/products\n"
             f"  catalog           {settings.catalog_path}\n"
-            f"  task queue        {TASK_QUEUE}\n"
+            f"  task queue        {settings.temporal_task_queue}\n"
             "  schedules         python starter.py list   (in another terminal, with .venv)\n"
             "  ad hoc sync       .venv/bin/python starter.py run sync-products\n"
             "\nready; Ctrl-C stops everything this started.\n",
@@ -203,9 +203,12 @@ def _interrupt(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack.py", description=__doc__)
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="schedules file")
+    p.add_argument("--port", type=int, default=7233, help="dev server gRPC port")
+    p.add_argument("--ui-port", type=int, default=8233, help="Web UI port")
+    p.add_argument("--mirror-port", type=int, default=8787, help="DummyJSON mirror port")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    return int(exit_on_user_error(lambda: run(args.file)))
+    return int(exit_on_user_error(lambda: run(args)))
 
 
 if __name__ == "__main__":

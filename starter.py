@@ -28,7 +28,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from config import TASK_QUEUE, ConfigError, Settings, exit_on_user_error, load_settings
+from config import ConfigError, Settings, exit_on_user_error, load_settings
 from models import (
     ScheduleInput,
     ScheduleSpec,
@@ -134,7 +134,7 @@ async def _query_view(handle: WorkflowHandle[Any, Any]) -> ScheduleView | None:
         return None
 
 
-async def start_schedules(client: Client, specs: list[ScheduleSpec]) -> list[str]:
+async def start_schedules(client: Client, specs: list[ScheduleSpec], task_queue: str) -> list[str]:
     lines = []
     for spec in specs:
         handle = client.get_workflow_handle(schedule_id(spec.name))
@@ -156,7 +156,7 @@ async def start_schedules(client: Client, specs: list[ScheduleSpec]) -> list[str
                 ScheduleWorkflow.run,
                 ScheduleInput(spec=spec),
                 id=handle.id,
-                task_queue=TASK_QUEUE,
+                task_queue=task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             )
         except WorkflowAlreadyStartedError:
@@ -184,7 +184,9 @@ async def list_schedules(client: Client, names: list[str]) -> list[dict[str, Any
             else:
                 row.update(
                     spec=view.spec.describe(),
-                    next_fire=view.next_fires[0].isoformat() if view.next_fires else None,
+                    next_fire=view.next_fires[0].strftime("%Y-%m-%d %H:%M:%SZ")
+                    if view.next_fires
+                    else None,
                     fires=view.state.fires,
                 )
         elif status == WorkflowExecutionStatus.COMPLETED:
@@ -196,10 +198,12 @@ async def list_schedules(client: Client, names: list[str]) -> list[dict[str, Any
     return rows
 
 
-async def run_sync(client: Client, inp: SyncProductsInput, *, quiet: bool) -> SyncReport:
+async def run_sync(
+    client: Client, inp: SyncProductsInput, *, task_queue: str, quiet: bool
+) -> SyncReport:
     wf_id = f"sync-products/adhoc-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
     handle = await client.start_workflow(
-        SyncProductsWorkflow.run, inp, id=wf_id, task_queue=TASK_QUEUE
+        SyncProductsWorkflow.run, inp, id=wf_id, task_queue=task_queue
     )
     if quiet:
         return await handle.result()
@@ -253,10 +257,11 @@ def report_table(r: SyncReport) -> Table:
 
 async def _client(settings: Settings, *, need_worker: bool) -> Client:
     client = await connect(settings)
-    if need_worker and not await worker_polling(client):
+    if need_worker and not await worker_polling(client, settings.temporal_task_queue):
         raise ServerUnavailable(
-            f"no worker is polling task queue {TASK_QUEUE!r} on {settings.temporal_address}: "
-            "start one with `python worker.py` (`make run` starts one)"
+            f"no worker is polling task queue {settings.temporal_task_queue!r} "
+            f"on {settings.temporal_address}: start one with `python worker.py` "
+            "(`make run` starts one)"
         )
     return client
 
@@ -264,12 +269,12 @@ async def _client(settings: Settings, *, need_worker: bool) -> Client:
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     specs = load_schedules(args.file, settings)  # all validated before anything starts
     client = await _client(settings, need_worker=False)
-    for line in await start_schedules(client, specs):
+    for line in await start_schedules(client, specs, settings.temporal_task_queue):
         console.print(line)
-    if not await worker_polling(client):
+    if not await worker_polling(client, settings.temporal_task_queue):
         err_console.print(
-            f"warning: no worker is polling {TASK_QUEUE!r} yet; the schedules wait for one "
-            "(`python worker.py`)"
+            f"warning: no worker is polling {settings.temporal_task_queue!r} yet; "
+            "the schedules wait for one (`python worker.py`)"
         )
     return 0
 
@@ -306,7 +311,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except ValidationError as exc:
         raise ConfigError(f"--{_field_error(exc).replace('_', '-')}") from None
     client = await _client(settings, need_worker=True)
-    report = await run_sync(client, inp, quiet=args.json)
+    report = await run_sync(client, inp, task_queue=settings.temporal_task_queue, quiet=args.json)
     if args.json:
         print(report.model_dump_json(indent=2))
     else:

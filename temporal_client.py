@@ -7,7 +7,7 @@ import asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from config import TASK_QUEUE, Settings, UserError
+from config import Settings, UserError
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -35,7 +35,7 @@ async def connect(settings: Settings) -> Client:
         ) from None
 
 
-async def worker_polling(client: Client, task_queue: str = TASK_QUEUE) -> bool:
+async def worker_polling(client: Client, task_queue: str) -> bool:
     """Whether any worker has polled the task queue recently (the server keeps ~5 minutes)."""
     from temporalio.api.enums.v1 import TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue

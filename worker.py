@@ -16,7 +16,7 @@ from activities.catalog import SqliteCatalog
 from activities.dummyjson import DummyJSONClient
 from activities.expansion import expand_schedule
 from activities.sync_products import SyncProductsActivities
-from config import TASK_QUEUE, Settings, exit_on_user_error, load_settings
+from config import Settings, exit_on_user_error, load_settings
 from temporal_client import connect
 from workflows.echo import EchoJobWorkflow
 from workflows.schedule import ScheduleWorkflow
@@ -32,13 +32,11 @@ def activities_for(settings: Settings) -> list[Any]:
     return [sync.count_source_products, sync.sync_products_batch, expand_schedule]
 
 
-def build_worker(
-    client: Client, settings: Settings, *, task_queue: str = TASK_QUEUE, **kwargs: Any
-) -> Worker:
+def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
     """The one worker definition, used by `python worker.py` and by the tests."""
     return Worker(
         client,
-        task_queue=task_queue,
+        task_queue=settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=activities_for(settings),
         activity_executor=ThreadPoolExecutor(max_workers=16),
@@ -48,6 +46,7 @@ def build_worker(
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
     settings = load_settings()
     client = await connect(settings)
     worker = build_worker(client, settings)
@@ -58,7 +57,7 @@ async def main() -> None:
     logging.info(
         "worker on %s, task queue %r, source %s, catalog %s",
         settings.temporal_address,
-        TASK_QUEUE,
+        settings.temporal_task_queue,
         settings.dummyjson_base_url,
         settings.catalog_path,
     )

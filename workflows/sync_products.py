@@ -112,6 +112,16 @@ class SyncProductsWorkflow:
             r.status = "failed"
         r.duration_s = round((workflow.now() - started).total_seconds(), 3)
         self._publish()
+        workflow.logger.info(
+            "sync-products %s%s: fetched %d, created %d, updated %d, unchanged %d, failed %d",
+            r.status,
+            " (dry run)" if r.dry_run else "",
+            r.fetched,
+            r.created,
+            r.updated,
+            r.unchanged,
+            r.failed,
+        )
         return r
 
     def _publish(self) -> None:
