@@ -38,9 +38,13 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server: days of schedule in milliseconds."""
+    """The time-skipping test server: days of schedule in milliseconds.
+
+    One per test: the test server leaks time-skipping locks around abandoned children
+    (temporalio/sdk-java#2392, #1618), which would freeze the clock for later tests.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(BIN / "temporal-test-server"),

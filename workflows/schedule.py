@@ -75,21 +75,26 @@ class ScheduleWorkflow:
                 await workflow.sleep(
                     fire - now, summary=f"waits for the {fire_id(fire)} fire of {spec.name}"
                 )
-            else:
-                fire = self._catch_up(fire)
-                if fire is None:
-                    continue
-            await self._fire(fire)
-            self._run_fires += 1
-            if (
-                self._run_fires >= inp.fires_per_run
-                or workflow.info().is_continue_as_new_suggested()
-            ):
+            if self._should_continue_as_new():
+                # On waking, before firing: the new run fires this same due time at once, and
+                # the previous fire's children have had the whole interval to finish.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(inp)
+            due = self._catch_up(fire)
+            if due is not None:
+                await self._fire(due)
+                self._run_fires += 1
+
+    def _should_continue_as_new(self) -> bool:
+        assert self._inp is not None
+        return (
+            self._run_fires >= self._inp.fires_per_run
+            or workflow.info().is_continue_as_new_suggested()
+        )
 
     def _catch_up(self, due: datetime) -> datetime | None:
-        """Woke late: run only the latest missed fire, if within the catch-up window."""
+        """The fire to run now. Woken late (worker or server down): only the latest missed fire
+        runs, and only within the catch-up window; the others are counted as missed."""
         assert self._timing is not None and self._inp is not None
         now, state = workflow.now(), self._state
         skipped = 0

@@ -1,0 +1,197 @@
+"""The schedule loop on the time-skipping server: hours and months of firing in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from config import Settings
+from models import ScheduleInput, ScheduleSpec, ScheduleSummary
+from worker import build_worker
+from workflows.schedule import ScheduleWorkflow
+from workflows.timemath import fire_id
+
+
+def spec(**fields: Any) -> ScheduleSpec:
+    return ScheduleSpec.model_validate(
+        {"name": f"t-{uuid.uuid4().hex[:8]}", "job": "echo", **fields}
+    )
+
+
+async def run_loop(
+    env: WorkflowEnvironment,
+    settings: Settings,
+    s: ScheduleSpec,
+    fires: list[datetime],
+    **inp: Any,
+) -> ScheduleSummary:
+    """Run a loop to its end and check its children while the worker still runs them.
+
+    (A child left with a pending task when the worker stops would hold the time-skipping
+    server's clock still for every later test.)
+    """
+    async with build_worker(env.client, settings):
+        summary = await env.client.execute_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=s, **inp),
+            id=f"schedule/{s.name}",
+            task_queue=settings.temporal_task_queue,
+        )
+        await assert_children(env.client, s.name, fires)
+    return summary
+
+
+async def child_status(client: Client, child_id: str) -> WorkflowExecutionStatus | None:
+    try:
+        return (await client.get_workflow_handle(child_id).describe()).status
+    except RPCError:
+        return None
+
+
+async def assert_children(client: Client, name: str, fires: list[datetime]) -> None:
+    """A child ran for each fire time, started at that time; waits for each to finish."""
+    for fire in fires:
+        child = client.get_workflow_handle(f"{name}/{fire_id(fire)}")
+        with contextlib.suppress(WorkflowFailureError):
+            await child.result()
+        desc = await child.describe()
+        assert abs(desc.start_time - fire) < timedelta(seconds=5), (fire, desc.start_time)
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 20.0) -> None:
+    """Poll a condition (not a sleep standing in for one)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def future_midnight(env: WorkflowEnvironment, days: int = 1) -> datetime:
+    now = await env.get_current_time()
+    return (now + timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+async def test_every_two_minutes_fires_at_exact_times_for_hours(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    start = await future_midnight(ts_env)
+    fires = [start + timedelta(minutes=2 * k) for k in range(90)]  # three simulated hours
+    s = spec(cron="*/2 * * * *", start_at=start, limit=90)
+    summary = await run_loop(ts_env, settings, s, fires)
+    assert (summary.fires, summary.reason) == (90, "limit reached")
+    assert summary.last_fire == fires[-1]
+    after_limit = fires[-1] + timedelta(minutes=2)
+    assert await child_status(ts_env.client, f"{s.name}/{fire_id(after_limit)}") is None
+
+
+async def test_every_interval_counts_elapsed_time_from_start(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    start = (await future_midnight(ts_env)) + timedelta(seconds=17)
+    fires = [start + timedelta(seconds=90 * k) for k in range(4)]
+    s = spec(every="90s", start_at=start, limit=4)
+    summary = await run_loop(ts_env, settings, s, fires)
+    assert summary.fires == 4 and summary.last_fire == fires[-1]
+
+
+async def test_non_utc_zone_and_spring_forward(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    # 02:30 New York: 2027-03-14 has no 02:30 (clocks jump 02:00 -> 03:00): fires at 03:00 EDT
+    fires = [
+        datetime(2027, 3, 13, 7, 30, tzinfo=UTC),  # 02:30 EST
+        datetime(2027, 3, 14, 7, 0, tzinfo=UTC),  # 03:00 EDT, first minute after the gap
+        datetime(2027, 3, 15, 6, 30, tzinfo=UTC),  # 02:30 EDT
+    ]
+    s = spec(
+        cron="30 2 * * *", timezone="America/New_York", start_at="2027-03-13T00:00:00", limit=3
+    )
+    summary = await run_loop(ts_env, settings, s, fires)
+    assert summary.fires == 3 and summary.last_fire == fires[-1]
+
+
+async def test_nothing_fires_before_start_at(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    start = (await future_midnight(ts_env)) + timedelta(minutes=30)
+    fires = [start + timedelta(minutes=30), start + timedelta(minutes=90)]
+    s = spec(cron="0 * * * *", start_at=start, limit=2)
+    summary = await run_loop(ts_env, settings, s, fires)
+    assert summary.last_fire == fires[-1]
+    before = start - timedelta(minutes=30)
+    assert await child_status(ts_env.client, f"{s.name}/{fire_id(before)}") is None
+
+
+async def test_limit_three_starts_exactly_three_children_then_completes(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    start = await future_midnight(ts_env)
+    fires = [start + timedelta(minutes=k) for k in range(4)]
+    s = spec(cron="* * * * *", start_at=start, limit=3)
+    summary = await run_loop(ts_env, settings, s, fires[:3])
+    assert summary.fires == 3 and summary.reason == "limit reached"
+    loop = ts_env.client.get_workflow_handle(f"schedule/{s.name}")
+    assert (await loop.describe()).status == WorkflowExecutionStatus.COMPLETED
+    assert await child_status(ts_env.client, f"{s.name}/{fire_id(fires[3])}") is None
+
+
+async def test_failing_jobs_never_stop_the_schedule(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    start = await future_midnight(ts_env)
+    fires = [start + timedelta(minutes=10 * k) for k in range(3)]
+    s = spec(every="10m", start_at=start, limit=3, args={"fail": True})
+    summary = await run_loop(ts_env, settings, s, fires)
+    assert summary.fires == 3
+    for fire in fires:
+        status = await child_status(ts_env.client, f"{s.name}/{fire_id(fire)}")
+        assert status == WorkflowExecutionStatus.FAILED
+
+
+async def test_continue_as_new_keeps_the_count(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    start = await future_midnight(ts_env)
+    fires = [start + timedelta(hours=k) for k in range(5)]
+    s = spec(every="1h", start_at=start, limit=5)
+    summary = await run_loop(ts_env, settings, s, fires, fires_per_run=2)
+    assert summary.fires == 5 and summary.reason == "limit reached"
+    loop = ts_env.client.get_workflow_handle(f"schedule/{s.name}")
+    first_run = (await loop.describe()).raw_description.workflow_execution_info.first_run_id
+    first = ts_env.client.get_workflow_handle(loop.id, run_id=first_run)
+    assert (await first.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+
+
+async def test_a_worker_replaced_mid_sleep_carries_on(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    start = (await ts_env.get_current_time()).replace(microsecond=0)
+    fires = [start + timedelta(hours=k) for k in range(3)]
+    s = spec(every="1h", start_at=start, limit=3)
+    handle = await ts_env.client.start_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=s),
+        id=f"schedule/{s.name}",
+        task_queue=settings.temporal_task_queue,
+    )
+
+    async def fired_once() -> bool:
+        return (await handle.query(ScheduleWorkflow.describe)).state.fires == 1
+
+    # no sticky cache: the test server does not time out a dead worker's sticky queue
+    async with build_worker(ts_env.client, settings, max_cached_workflows=0):
+        await wait_for(fired_once)
+        await assert_children(ts_env.client, s.name, fires[:1])
+    # the first worker is gone while the loop sleeps an hour; a new one takes over
+    async with build_worker(ts_env.client, settings):
+        summary = await handle.result()
+        await assert_children(ts_env.client, s.name, fires)
+    assert summary.fires == 3
