@@ -25,9 +25,10 @@ import httpx
 
 from config import UserError, exit_on_user_error, load_settings
 from starter import DEFAULT_FILE, load_schedules, start_schedules
-from temporal_client import connect
+from temporal_client import connect, exit_process
 
 BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
 SEARCH_ATTRIBUTES = ("ScheduleName=Keyword", "ScheduledFireTime=Datetime")
 STARTUP_TIMEOUT_S = 60.0
 
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 "DummyJSON mirror",
                 settings.data_dir / "mirror.log",
             )
-        stack.spawn("worker", [sys.executable, "worker.py"], env, log=False)
+        stack.spawn("worker", [sys.executable, str(HERE / "worker.py")], env, log=False)
 
         async def start() -> list[str]:
             client = await connect(settings)
@@ -212,4 +213,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

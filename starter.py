@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +36,7 @@ from models import (
     SyncProductsInput,
     SyncReport,
 )
-from temporal_client import ServerUnavailable, connect, worker_polling
+from temporal_client import ServerUnavailable, connect, exit_process, worker_polling
 from workflows.jobs import JOBS
 from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
@@ -349,4 +348,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -49,3 +53,20 @@ async def worker_polling(client: Client, task_queue: str) -> bool:
         )
     )
     return len(resp.pollers) > 0
+
+
+def exit_process(main: Callable[[], int | None]) -> NoReturn:
+    """Run a command's main and leave without interpreter teardown.
+
+    The SDK's Rust bridge keeps threads that can abort CPython's finalisation (SIGABRT after a
+    successful run; temporalio/sdk-python#300), so flush and `os._exit` with main's exit code.
+    """
+    try:
+        code = main() or 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

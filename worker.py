@@ -17,7 +17,7 @@ from activities.dummyjson import DummyJSONClient
 from activities.expansion import expand_schedule
 from activities.sync_products import SyncProductsActivities
 from config import Settings, exit_on_user_error, load_settings
-from temporal_client import connect
+from temporal_client import connect, exit_process
 from workflows.echo import EchoJobWorkflow
 from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
@@ -67,4 +67,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    exit_on_user_error(lambda: asyncio.run(main()))
+    exit_process(lambda: exit_on_user_error(lambda: asyncio.run(main())))

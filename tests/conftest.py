@@ -19,7 +19,7 @@ from config import Settings
 from mirror import Mirror
 
 BIN = Path(sys.executable).parent
-SEARCH_ATTRIBUTES = [
+SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     SearchAttributeKey.for_keyword("ScheduleName"),
     SearchAttributeKey.for_datetime("ScheduledFireTime"),
 ]

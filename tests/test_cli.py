@@ -1,0 +1,208 @@
+"""starter.py as a user runs it: a real process against the dev server, worker and mirror."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from config import Settings
+from mirror import Faults, Mirror
+from tests.conftest import client_address
+from worker import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli_env(
+    settings: Settings | None = None, address: str | None = None, **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_PRODUCTS_", "TEMPORAL_"))}
+    if settings is not None:
+        env.update(
+            DUMMYJSON_BASE_URL=settings.dummyjson_base_url,
+            CATALOG_DB=str(settings.catalog_path),
+            TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+        )
+    if address is not None:
+        env["TEMPORAL_ADDRESS"] = address
+    env.update(extra)
+    return env
+
+
+async def starter(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """Run starter.py without blocking the loop (an in-process worker may be serving it)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "starter.py"),
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [["list"], ["start"], ["run", "sync-products"]])
+async def test_no_server_is_one_clear_line(command: list[str]) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    code, out, err = await starter(*command, env=cli_env(address=address))
+    assert code == 1
+    line = one_line(err)
+    assert f"no Temporal server at {address}" in line and "make run" in line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SYNC_PRODUCTS_BATCH_SIZE", "0"),
+        ("SYNC_PRODUCTS_BATCH_SIZE", "lots"),
+        ("SYNC_PRODUCTS_MAX_RETRIES", "-1"),
+        ("SYNC_PRODUCTS_SCHEDULE", "61 * * * *"),
+        ("SYNC_PRODUCTS_DRY_RUN", "maybe"),
+        ("DUMMYJSON_BASE_URL", "dummyjson.com"),
+    ],
+)
+async def test_a_bad_setting_stops_with_one_line_naming_it(variable: str, value: str) -> None:
+    env = cli_env(address=f"127.0.0.1:{free_port()}")
+    env[variable] = value
+    code, out, err = await starter("run", "sync-products", env=env)
+    assert code == 2
+    assert one_line(err).startswith(f"error: {variable}={value!r}")
+
+
+async def test_no_worker_is_one_clear_line(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    code, out, err = await starter(
+        "run", "sync-products", env=cli_env(settings, client_address(dev_env.client))
+    )
+    assert code == 1
+    assert "no worker is polling task queue" in one_line(err)
+
+
+async def test_run_sync_products_json_and_exit_codes(
+    dev_env: WorkflowEnvironment, settings: Settings, mirror: Mirror
+) -> None:
+    env = cli_env(settings, client_address(dev_env.client))
+    async with build_worker(dev_env.client, settings):
+        code, out, _ = await starter("run", "sync-products", "--json", "--dry-run", env=env)
+        plan = json.loads(out)
+        assert code == 0 and plan["dry_run"] and plan["created"] == 194
+        assert not settings.catalog_path.exists() or _count(settings) == 0
+
+        code, out, _ = await starter(
+            "run", "sync-products", "--json", "--batch-size", "50", env=env
+        )
+        report = json.loads(out)
+        assert code == 0 and report["status"] == "completed"
+        assert (report["created"], report["batches"]) == (194, 4)
+
+        mirror.set_faults(Faults(fail_skips=[15]))
+        code, out, err = await starter("run", "sync-products", env=env)
+        assert code == 1  # partial
+        assert "partial" in out and "offset 15" in out
+        assert "Traceback" not in err
+
+
+async def test_run_rejects_a_bad_flag(dev_env: WorkflowEnvironment, settings: Settings) -> None:
+    env = cli_env(settings, client_address(dev_env.client))
+    code, _, err = await starter("run", "sync-products", "--batch-size", "0", env=env)
+    assert code == 2 and "--batch-size" in one_line(err)
+
+
+def _count(settings: Settings) -> int:
+    import sqlite3
+
+    with sqlite3.connect(settings.catalog_path) as conn:
+        return int(conn.execute("SELECT count(*) FROM products").fetchone()[0])
+
+
+def schedules_file(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "schedules.toml"
+    path.write_text(body)
+    return path
+
+
+async def test_start_is_idempotent_and_list_shows_the_schedule(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
+) -> None:
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    path = schedules_file(
+        tmp_path,
+        f'[[schedule]]\nname = "{name}"\njob = "echo"\ncron = "0 9 * * *"\n'
+        'timezone = "Europe/Berlin"\n',
+    )
+    env = cli_env(settings, client_address(dev_env.client))
+    async with build_worker(dev_env.client, settings):
+        code, out, err = await starter("start", "--file", str(path), env=env)
+        assert code == 0 and f"{name}: started as schedule/{name}" in out
+        code, out, _ = await starter("start", "--file", str(path), env=env)
+        assert code == 0 and f"{name}: already running" in out
+        code, out, _ = await starter("list", "--json", "--file", str(path), env=env)
+        (row,) = [r for r in json.loads(out) if r["name"] == name]
+        assert row["status"] == "running" and row["fires"] == 0
+        assert row["spec"] == "cron 0 9 * * * [Europe/Berlin]"
+        assert row["next_fire"].endswith(("07:00:00Z", "08:00:00Z"))  # 09:00 Berlin, CET/CEST
+        await dev_env.client.get_workflow_handle(f"schedule/{name}").terminate("test done")
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ('job = "echo"\ncron = "61 * * * *"', "cron: '61 * * * *' is not a valid cron"),
+        ('job = "echo"\ncron = "0 9 * * *"\ntimezone = "Mars/Base"', "timezone"),
+        ('job = "echo"', "set cron or every"),
+        ('job = "nope"\ncron = "@daily"', "job: unknown job 'nope'"),
+        ('job = "echo"\nevery = "soon"', "every"),
+        ('job = "echo"\nevery = "1h"\nlimit = 0', "limit"),
+        ('job = "echo"\ncron = "0 0 30 2 *"', "can never fire"),
+        ('job = "sync-products"\nargs = { batch_size = 0 }', "args.batch_size"),
+        (
+            'job = "echo"\nevery = "1h"\n'
+            "start_at = 2027-01-02T00:00:00\nend_at = 2027-01-01T00:00:00",
+            "end_at",
+        ),
+    ],
+)
+async def test_a_bad_schedules_file_starts_nothing(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path, entry: str, expected: str
+) -> None:
+    good = f"good-{uuid.uuid4().hex[:8]}"
+    path = schedules_file(
+        tmp_path,
+        f'[[schedule]]\nname = "{good}"\njob = "echo"\nevery = "1h"\n\n'
+        f'[[schedule]]\nname = "bad"\n{entry}\n',
+    )
+    code, out, err = await starter(
+        "start", "--file", str(path), env=cli_env(settings, client_address(dev_env.client))
+    )
+    assert code == 2
+    line = one_line(err)
+    assert "schedule 'bad'" in line and expected in line, line
+    with pytest.raises(RPCError):  # the valid entry before it was not started either
+        await dev_env.client.get_workflow_handle(f"schedule/{good}").describe()
