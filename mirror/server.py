@@ -70,12 +70,12 @@ class Mirror:
         return f"http://{host!s}:{port}"
 
     def start(self) -> Mirror:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
-        self._server.serve_forever()
+        self._server.serve_forever(poll_interval=0.05)  # quick to stop
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -196,10 +196,6 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 mirror.stats[str(status)] += 1
                 mirror.log.append((time.monotonic(), self.path, status))
 
-        def _body(self) -> Any:
-            length = int(self.headers.get("Content-Length") or 0)
-            return json.loads(self.rfile.read(length) or b"{}")
-
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = parse_qs(url.query, keep_blank_values=True)
@@ -257,29 +253,32 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, json.dumps(body).encode()[:-7], raw=True)
             self._send(200, body)
 
-        def do_PUT(self) -> None:
-            if urlsplit(self.path).path != "/__mirror/faults":
-                return self._send(404, {"message": "Not found"})
+        def _admin(self) -> None:
+            """PUT faults, PATCH a product, POST reset. The body is read first, whatever the
+            path, so a 404 never leaves it on a kept-alive connection."""
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
-                mirror.set_faults(Faults.model_validate(self._body()))
-            except ValueError as exc:
-                return self._send(400, {"message": str(exc).splitlines()[0]})
-            self._send(200, mirror.faults.model_dump())
-
-        def do_PATCH(self) -> None:
+                body = json.loads(raw or b"{}")
+            except json.JSONDecodeError:
+                return self._send(400, {"message": "body must be JSON"})
             path = urlsplit(self.path).path
-            prefix = "/__mirror/products/"
-            if not path.startswith(prefix) or not path[len(prefix) :].isdigit():
-                return self._send(404, {"message": "Not found"})
-            product = mirror.update_product(int(path[len(prefix) :]), self._body())
-            if product is None:
-                return self._send(404, {"message": "Product not found"})
-            self._send(200, product)
+            product_id = path.removeprefix("/__mirror/products/")
+            if (self.command, path) == ("PUT", "/__mirror/faults"):
+                try:
+                    mirror.set_faults(Faults.model_validate(body))
+                except ValueError as exc:
+                    return self._send(400, {"message": str(exc).splitlines()[0]})
+                return self._send(200, mirror.faults.model_dump())
+            if self.command == "PATCH" and product_id != path and product_id.isdigit():
+                product = mirror.update_product(int(product_id), body)
+                if product is None:
+                    return self._send(404, {"message": f"Product with id '{product_id}' not found"})
+                return self._send(200, product)
+            if (self.command, path) == ("POST", "/__mirror/reset"):
+                mirror.reset()
+                return self._send(200, {"reset": True})
+            self._send(404, {"message": f"Route '{path}' not found"})
 
-        def do_POST(self) -> None:
-            if urlsplit(self.path).path != "/__mirror/reset":
-                return self._send(404, {"message": "Not found"})
-            mirror.reset()
-            self._send(200, {"reset": True})
+        do_PUT = do_PATCH = do_POST = _admin
 
     return Handler

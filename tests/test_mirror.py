@@ -176,11 +176,6 @@ def test_keep_alive_reuses_one_connection(client: httpx.Client) -> None:
     assert len(ports | {client_port(responses[-1])}) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: admin 404s (bad PATCH/PUT/POST path) do not read the request body, so the "
-    "body is parsed as the next request on the kept-alive connection (501 HTML)",
-)
 def test_admin_404_with_body_keeps_connection_usable(client: httpx.Client) -> None:
     assert client.patch("/__mirror/products/abc", json={"price": 1}).status_code == 404
     assert client.get("/products/1").status_code == 200

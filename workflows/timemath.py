@@ -31,7 +31,7 @@ MACROS = {
     "@annually": "0 0 1 1 *",
 }
 
-# No zone shifts its offset by more than this at once; bounds the search around a transition.
+# No zone changes its offset twice within this; the search looks this far around a match.
 _MAX_SHIFT = timedelta(hours=4)
 _EPSILON = timedelta(microseconds=1)
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
@@ -138,22 +138,39 @@ def _instants(naive: datetime, tz: ZoneInfo, wall_clock: bool) -> list[datetime]
     return [_gap_end(naive, tz, earlier, later)] if wall_clock else []
 
 
+def _offsets_near(instant: datetime, tz: ZoneInfo) -> tuple[timedelta, timedelta, timedelta]:
+    """The zone's UTC offset at an instant, and the lowest and highest within a few hours."""
+    at, *around = (
+        (instant + d).astimezone(tz).utcoffset() or timedelta(0)
+        for d in (timedelta(0), -_MAX_SHIFT, _MAX_SHIFT)
+    )
+    return at, min(at, *around), max(at, *around)
+
+
 def next_cron_fire(cron: Cron, tz: ZoneInfo, after: datetime) -> datetime | None:
-    """Earliest fire time strictly after `after` (aware), or None if the cron can never fire."""
+    """Earliest fire time strictly after `after` (aware), or None if the cron can never fire.
+
+    Matches are found on naive wall-clock time; near a DST change a wall-clock time can map to
+    an instant out of order, so the search starts early and stops late by the offset change.
+    """
     after = after.astimezone(UTC)
-    start = _local(after, tz) - _MAX_SHIFT
+    at, low, _ = _offsets_near(after, tz)
+    start = _local(after, tz) - (at - low) - timedelta(seconds=1)
     it = croniter(cron.fields, start, second_at_beginning=cron.has_seconds)
     best: datetime | None = None
+    horizon: datetime | None = None
     while True:
         try:
             naive = it.get_next(datetime)
         except CroniterBadDateError:
             return best
-        if best is not None and naive > _local(best, tz) + _MAX_SHIFT:
+        if horizon is not None and naive > horizon:
             return best
         for instant in _instants(naive, tz, cron.wall_clock):
             if instant > after and (best is None or instant < best):
                 best = instant
+                b_at, _, b_high = _offsets_near(best, tz)
+                horizon = _local(best, tz) + (b_high - b_at)
 
 
 def next_interval_fire(every: timedelta, anchor: datetime, after: datetime) -> datetime:
