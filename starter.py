@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -165,8 +165,23 @@ async def start_schedules(client: Client, specs: list[ScheduleSpec], task_queue:
     return lines
 
 
-async def list_schedules(client: Client, names: list[str]) -> list[dict[str, Any]]:
-    """Schedules named in the file plus any others the server knows, newest run each."""
+class ScheduleRow(BaseModel):
+    """One line of `list` (and one object of `list --json`)."""
+
+    name: str
+    status: str
+    spec: str | None = None
+    next_fire: datetime | None = None
+    fires: int | None = None
+
+
+async def list_schedules(
+    client: Client, names: list[str], *, ask_worker: bool
+) -> list[ScheduleRow]:
+    """Schedules named in the file plus any others the server knows, newest run each.
+
+    Spec, next fire and counts come from the loop's `describe` query, which needs a worker.
+    """
     seen = dict.fromkeys(names)
     async for wf in client.list_workflows("WorkflowType = 'ScheduleWorkflow'"):
         seen.setdefault(wf.id.removeprefix("schedule/"))
@@ -174,25 +189,23 @@ async def list_schedules(client: Client, names: list[str]) -> list[dict[str, Any
     for name in seen:
         handle = client.get_workflow_handle(schedule_id(name))
         status = await _status(handle)
-        row: dict[str, Any] = {"name": name, "spec": None, "next_fire": None, "fires": None}
-        row["status"] = status.name.lower().replace("_", " ") if status else "not started"
-        if status == WorkflowExecutionStatus.RUNNING:
+        row = ScheduleRow(
+            name=name, status=status.name.lower().replace("_", " ") if status else "not started"
+        )
+        if status == WorkflowExecutionStatus.RUNNING and ask_worker:
             view = await _query_view(handle)
             if view is None:
-                row["status"] = "running (no worker answered)"
+                row.status = "running (no worker answered)"
             else:
-                row.update(
-                    spec=view.spec.describe(),
-                    next_fire=view.next_fires[0].strftime("%Y-%m-%d %H:%M:%SZ")
-                    if view.next_fires
-                    else None,
-                    fires=view.state.fires,
-                )
+                row.spec = view.spec.describe()
+                row.next_fire = view.next_fires[0] if view.next_fires else None
+                row.fires = view.state.fires
         elif status == WorkflowExecutionStatus.COMPLETED:
             summary = await client.get_workflow_handle(
                 handle.id, result_type=ScheduleSummary
             ).result()
-            row.update(fires=summary.fires, status=f"completed: {summary.reason}")
+            row.fires = summary.fires
+            row.status = f"completed: {summary.reason}"
         rows.append(row)
     return rows
 
@@ -281,20 +294,26 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     names = [s.name for s in load_schedules(args.file, settings)] if args.file.exists() else []
     client = await _client(settings, need_worker=False)
-    rows = await list_schedules(client, names)
+    worker = await worker_polling(client, settings.temporal_task_queue)
+    if not worker:
+        err_console.print(
+            f"warning: no worker is polling {settings.temporal_task_queue!r}: showing status "
+            "only; start one with `python worker.py` (`make run` starts one)"
+        )
+    rows = await list_schedules(client, names, ask_worker=worker)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([row.model_dump(mode="json") for row in rows], indent=2))
         return 0
     table = Table(title=f"schedules on {settings.temporal_address}")
     for col in ("name", "spec", "next fire", "fires", "status"):
         table.add_column(col)
     for row in rows:
         table.add_row(
-            row["name"],
-            row["spec"] or "",
-            row["next_fire"] or "",
-            "" if row["fires"] is None else str(row["fires"]),
-            row["status"],
+            row.name,
+            row.spec or "",
+            f"{row.next_fire:%Y-%m-%d %H:%M:%SZ}" if row.next_fire else "",
+            "" if row.fires is None else str(row.fires),
+            row.status,
         )
     console.print(table)
     return 0

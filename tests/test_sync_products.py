@@ -6,6 +6,7 @@ import json
 import sqlite3
 import uuid
 
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import SqliteCatalog
@@ -163,6 +164,15 @@ async def test_invalid_json_is_not_retried(
     assert len(mirror.log) == 1
 
 
+async def test_a_4xx_is_not_retried(
+    dev_env: WorkflowEnvironment, settings: Settings, mirror: Mirror
+) -> None:
+    wrong = settings.model_copy(update={"dummyjson_base_url": f"{mirror.url}/nope"})
+    report = await sync(dev_env, wrong, max_retries=2)
+    assert report.status == "failed" and "HTTP 404" in report.failed_batches[0].error
+    assert len(mirror.log) == 1
+
+
 async def test_one_invalid_product_is_recorded_and_its_batch_mates_synced(
     dev_env: WorkflowEnvironment, settings: Settings, catalog: SqliteCatalog, mirror: Mirror
 ) -> None:
@@ -197,4 +207,8 @@ async def test_progress_query_reports_live_counts(
                 break
         assert any(0 < n < 13 for n in seen), seen
         final = await handle.result()
+        # the Web UI's "current details" for the run
+        meta = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert final.batches_done == 13 and final.status == "completed"
+    assert meta.current_details.startswith("**sync-products: completed**")
+    assert "created 194" in meta.current_details
