@@ -87,6 +87,15 @@ def catalog_count(path: Path) -> int:
 
 
 def schedule_row(env: dict[str, str], port: int) -> dict[str, object]:
+    """`starter.py list --json`'s sync-products row, once the worker answers for it."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while (row := _list_row(env, port))["fires"] is None:  # the new worker's first poll
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    return row
+
+
+def _list_row(env: dict[str, str], port: int) -> dict[str, object]:
     run = subprocess.run(
         [sys.executable, "starter.py", "list", "--json"],
         cwd=ROOT,
