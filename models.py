@@ -154,7 +154,9 @@ class ScheduleSpec(BaseModel):
         return " ".join(parts)
 
 
-FireOutcome = Literal["started", "failed", "skipped: missed", "skipped: empty expansion"]
+FireOutcome = Literal[
+    "started", "failed", "skipped: missed", "skipped: empty expansion", "skipped: paused"
+]
 
 
 class FireRecord(BaseModel):
@@ -170,9 +172,14 @@ class ScheduleState(BaseModel):
 
     created_at: datetime | None = None
     cursor: datetime | None = None  # scheduled time of the last fire handled
-    fires: int = 0  # fires that ran (count toward limit)
+    fires: int = 0  # scheduled fires that ran (count toward limit)
+    triggered: int = 0  # manual triggers that ran (never count toward limit)
     failed: int = 0
     missed: int = 0
+    skipped: dict[str, int] = {}  # by reason: paused, missed, empty expansion
+    paused: bool = False
+    note: str | None = None
+    pending_triggers: int = 0
     recent: list[FireRecord] = []
 
 
@@ -192,6 +199,7 @@ class ScheduleView(BaseModel):
     spec: ScheduleSpec
     state: ScheduleState
     next_fires: list[datetime]
+    remaining: int | None = None  # fires left under the limit
     run_fires: int = 0
 
 
@@ -204,6 +212,10 @@ class ScheduleSummary(BaseModel):
     failed: int
     missed: int
     last_fire: datetime | None = None
+
+
+class PauseRequest(BaseModel):
+    note: str | None = Field(None, max_length=500)
 
 
 class ExpansionRequest(BaseModel):

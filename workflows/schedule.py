@@ -9,19 +9,22 @@ loop), count the fire, and continue-as-new when history grows, carrying the stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from models import (
         ExpansionRequest,
         FireOutcome,
         FireRecord,
+        PauseRequest,
         ScheduleInput,
+        ScheduleSpec,
         ScheduleState,
         ScheduleSummary,
         ScheduleView,
@@ -40,50 +43,167 @@ class ScheduleWorkflow:
         self._inp: ScheduleInput | None = None
         self._timing: Timing | None = None
         self._run_fires = 0
+        self._wake = False  # set by a control: re-plan now instead of at the timer
+        self._deleted = False
 
     @property
     def _state(self) -> ScheduleState:
         assert self._inp is not None
         return self._inp.state
 
+    # --- queries and controls ----------------------------------------------------------------
+
     @workflow.query
     def describe(self) -> ScheduleView:
         assert self._inp is not None and self._timing is not None
-        upcoming = list(self._timing.upcoming(self._state.cursor, RECENT))
-        if self._inp.spec.limit is not None:
-            upcoming = upcoming[: max(0, self._inp.spec.limit - self._state.fires)]
+        spec, state = self._inp.spec, self._state
+        remaining = None if spec.limit is None else max(0, spec.limit - state.fires)
+        upcoming = list(self._timing.upcoming(state.cursor, RECENT))[:remaining]
         return ScheduleView(
-            spec=self._inp.spec, state=self._state, next_fires=upcoming, run_fires=self._run_fires
+            spec=spec,
+            state=state,
+            next_fires=upcoming,
+            remaining=remaining,
+            run_fires=self._run_fires,
         )
+
+    @workflow.update
+    def pause(self, req: PauseRequest) -> str:
+        self._state.paused, self._state.note = True, req.note
+        self._wake = True
+        return f"paused{': ' + req.note if req.note else ''}"
+
+    @pause.validator
+    def _check_pause(self, req: PauseRequest) -> None:
+        self._check_alive()
+        if self._state.paused:
+            raise ApplicationError("already paused; resume it first", non_retryable=True)
+
+    @workflow.update
+    def resume(self, req: PauseRequest) -> str:
+        self._state.paused, self._state.note = False, req.note
+        self._wake = True
+        return "resumed"
+
+    @resume.validator
+    def _check_resume(self, req: PauseRequest) -> None:
+        self._check_alive()
+        if not self._state.paused:
+            raise ApplicationError("not paused", non_retryable=True)
+
+    @workflow.update
+    def trigger(self) -> str:
+        """Fire now, once, outside the schedule: does not count toward the limit."""
+        self._state.pending_triggers += 1
+        self._wake = True
+        return "triggered"
+
+    @trigger.validator
+    def _check_trigger(self) -> None:
+        self._check_alive()
+
+    @workflow.update
+    def update(self, spec: ScheduleSpec) -> str:
+        """A new spec takes effect from the next fire; counts and cursor are kept."""
+        assert self._inp is not None and self._state.created_at is not None
+        self._inp.spec = spec
+        self._timing = spec.timing(self._state.created_at)
+        self._wake = True
+        return f"updated: {spec.describe()}"
+
+    @update.validator
+    def _check_update(self, spec: ScheduleSpec) -> None:
+        self._check_alive()
+        assert self._inp is not None and self._state.created_at is not None
+        if spec.name != self._inp.spec.name:
+            raise ApplicationError(
+                f"name: cannot change {self._inp.spec.name!r} to {spec.name!r}",
+                non_retryable=True,
+            )
+        job = JOBS.get(spec.job)
+        if job is None:
+            raise ApplicationError(f"job: unknown job {spec.job!r}", non_retryable=True)
+        try:
+            job.validate_args(spec.args)
+        except ValueError as exc:
+            raise ApplicationError(f"args: {exc}".splitlines()[0], non_retryable=True) from None
+        if not spec.timing(self._state.created_at).can_fire():
+            raise ApplicationError(f"cron: {spec.cron!r} can never fire", non_retryable=True)
+
+    @workflow.update
+    def delete(self) -> str:
+        """End the loop cleanly; jobs already running are left to finish."""
+        self._deleted = self._wake = True
+        return "deleted"
+
+    @delete.validator
+    def _check_delete(self) -> None:
+        self._check_alive()
+
+    def _check_alive(self) -> None:
+        if self._deleted:
+            raise ApplicationError("the schedule is being deleted", non_retryable=True)
+
+    # --- the loop ----------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, inp: ScheduleInput) -> ScheduleSummary:
         self._inp = inp
-        spec, state = inp.spec, inp.state
+        state = inp.state
         if state.created_at is None:
             state.created_at = workflow.now()
-        self._timing = timing = spec.timing(state.created_at)
+        self._timing = inp.spec.timing(state.created_at)
         while True:
+            spec = inp.spec
+            if self._deleted:
+                return self._finish("deleted")
             if spec.limit is not None and state.fires >= spec.limit:
                 return self._finish("limit reached")
-            fire = timing.next_fire(state.cursor)
-            if fire is None:
+            fire = self._timing.next_fire(state.cursor)
+            if fire is None and not state.pending_triggers:
                 return self._finish("end_at passed" if spec.end_at else "no more fire times")
             self._publish(fire)
-            now = workflow.now()
-            if fire > now:
-                await workflow.sleep(
-                    fire - now, summary=f"waits for the {fire_id(fire)} fire of {spec.name}"
-                )
+            if not await self._sleep_until(fire):
+                continue  # woken by a control: re-plan
             if self._should_continue_as_new():
                 # On waking, before firing: the new run fires this same due time at once, and
                 # the previous fire's children have had the whole interval to finish.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(inp)
+            assert fire is not None
             due = self._catch_up(fire)
-            if due is not None:
-                await self._fire(due)
-                self._run_fires += 1
+            if due is None:
+                continue
+            if state.paused:
+                state.cursor = due
+                self._skip(due, "paused")
+                continue
+            await self._fire(due)
+            self._run_fires += 1
+
+    async def _sleep_until(self, fire: datetime | None) -> bool:
+        """Wait for the fire time; False when a control woke the loop first.
+
+        A pending trigger fires here, at once, without moving the schedule's cursor.
+        """
+        assert self._inp is not None
+        self._wake = False
+        now = workflow.now()
+        if fire is None or fire > now:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._wake,
+                    timeout=None if fire is None else fire - now,
+                    timeout_summary=None
+                    if fire is None
+                    else f"waits for the {fire_id(fire)} fire of {self._inp.spec.name}",
+                )
+        state = self._state
+        if state.pending_triggers and not self._deleted:
+            state.pending_triggers -= 1
+            await self._fire(workflow.now(), manual=True)
+            return False
+        return not self._wake and fire is not None and workflow.now() >= fire
 
     def _should_continue_as_new(self) -> bool:
         assert self._inp is not None
@@ -97,28 +217,32 @@ class ScheduleWorkflow:
         runs, and only within the catch-up window; the others are counted as missed."""
         assert self._timing is not None and self._inp is not None
         now, state = workflow.now(), self._state
-        skipped = 0
+        missed = 0
         nxt = self._timing.next_fire(due)
-        while nxt is not None and nxt <= now and skipped < MISSED_COUNT_CAP:
-            skipped += 1
+        while nxt is not None and nxt <= now and missed < MISSED_COUNT_CAP:
+            missed += 1
             due, nxt = nxt, self._timing.next_fire(nxt)
         if now - due > timedelta(seconds=self._inp.catchup_window_s):
-            skipped += 1
+            missed += 1
             state.cursor = due
-            due_or_none = None
-        else:
-            due_or_none = due
-        if skipped:
-            state.missed += skipped
-            workflow.logger.warning("%s: %d missed fire(s) not run", self._inp.spec.name, skipped)
-            if due_or_none is None:
-                self._record(due, "skipped: missed", error=f"{skipped} fire(s) missed")
-        return due_or_none
+        if missed:
+            state.missed += missed
+            workflow.logger.warning("%s: %d missed fire(s) not run", self._inp.spec.name, missed)
+            self._skip(due, "missed", count=missed)
+        return None if state.cursor == due else due
 
-    async def _fire(self, fire: datetime) -> None:
+    def _skip(self, fire: datetime, reason: str, count: int = 1) -> None:
+        state = self._state
+        state.skipped[reason] = state.skipped.get(reason, 0) + count
+        error = f"{count} fires" if count > 1 else None
+        self._record(fire, f"skipped: {reason}", error=error)  # type: ignore[arg-type]
+
+    async def _fire(self, fire: datetime, *, manual: bool = False) -> None:
+        """Expand, then start one child per input. A manual trigger leaves the cursor alone."""
         assert self._inp is not None
         spec, state = self._inp.spec, self._state
-        state.cursor = fire
+        if not manual:
+            state.cursor = fire
         try:
             inputs: list[dict[str, Any]] = await workflow.execute_activity(
                 "expand_schedule",
@@ -132,14 +256,17 @@ class ScheduleWorkflow:
             self._record(fire, "failed", error=str(exc.cause or exc))
             return
         if not inputs:
-            self._record(fire, "skipped: empty expansion")
+            self._skip(fire, "empty expansion")
             return
-        base = f"{spec.name}/{fire_id(fire)}"
+        base = f"{spec.name}/{fire_id(fire)}{'-manual' if manual else ''}"
         ids = [base] if len(inputs) == 1 else [f"{base}/{i}" for i in range(len(inputs))]
         await asyncio.gather(
             *(self._start_child(i, args) for i, args in zip(ids, inputs, strict=True))
         )
-        state.fires += 1
+        if manual:
+            state.triggered += 1
+        else:
+            state.fires += 1
         self._record(fire, "started", children=ids)
 
     async def _start_child(self, child_id: str, args: dict[str, Any]) -> None:
@@ -188,13 +315,14 @@ class ScheduleWorkflow:
             last_fire=state.cursor,
         )
 
-    def _publish(self, fire: datetime) -> None:
+    def _publish(self, fire: datetime | None) -> None:
         """The loop's 'current details' in the Web UI: spec, next fire, counts."""
         assert self._inp is not None
         spec, state = self._inp.spec, self._state
         limit = f" of {spec.limit}" if spec.limit else ""
+        paused = f" · **paused**{': ' + state.note if state.note else ''}" if state.paused else ""
         workflow.set_current_details(
-            f"**{spec.name}** runs `{spec.job}` on {spec.describe()}\n\n"
-            f"next fire: {fire.isoformat()} · fires: {state.fires}{limit} · "
-            f"failed: {state.failed} · missed: {state.missed}"
+            f"**{spec.name}** runs `{spec.job}` on {spec.describe()}{paused}\n\n"
+            f"next fire: {fire.isoformat() if fire else 'none'} · fires: {state.fires}{limit} · "
+            f"triggered: {state.triggered} · failed: {state.failed} · missed: {state.missed}"
         )

@@ -1,0 +1,156 @@
+"""Controlling a running loop with Temporal Updates: pause, resume, trigger, update, delete."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.testing import WorkflowEnvironment
+
+from config import Settings
+from models import PauseRequest, ScheduleInput, ScheduleSpec, ScheduleSummary
+from tests.test_schedule_loop import assert_children, spec, wait_for
+from worker import build_worker
+from workflows.schedule import ScheduleWorkflow
+from workflows.timemath import fire_id
+
+
+async def start(
+    env: WorkflowEnvironment, settings: Settings, s: ScheduleSpec
+) -> WorkflowHandle[ScheduleWorkflow, ScheduleSummary]:
+    return await env.client.start_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=s),
+        id=f"schedule/{s.name}",
+        task_queue=settings.temporal_task_queue,
+    )
+
+
+async def test_pause_skips_fires_and_resume_runs_them_again(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    begin = (await ts_env.get_current_time()).replace(microsecond=0)
+    s = spec(every="1h", start_at=begin, limit=3)
+    async with build_worker(ts_env.client, settings):
+        handle = await start(ts_env, settings, s)
+
+        async def fires(n: int) -> bool:
+            return (await handle.query(ScheduleWorkflow.describe)).state.fires == n
+
+        await wait_for(lambda: fires(1))
+        assert await handle.execute_update(
+            ScheduleWorkflow.pause, PauseRequest(note="maintenance")
+        ) == ("paused: maintenance")
+        await ts_env.sleep(timedelta(hours=2, minutes=30))  # the +1h and +2h fires come, paused
+        view = await handle.query(ScheduleWorkflow.describe)
+        assert view.state.paused and view.state.note == "maintenance"
+        assert view.state.fires == 1 and view.state.skipped == {"paused": 2}
+        assert [r.outcome for r in view.state.recent] == ["started", "skipped: paused"] * 1 + [
+            "skipped: paused"
+        ]
+        await handle.execute_update(ScheduleWorkflow.resume, PauseRequest())
+        summary = await handle.result()
+        hours = [0, 3, 4]
+        await assert_children(ts_env.client, s.name, [begin + timedelta(hours=h) for h in hours])
+    assert summary.fires == 3
+
+
+async def test_trigger_fires_now_and_does_not_count_toward_the_limit(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    now = await ts_env.get_current_time()
+    s = spec(every="1d", start_at=now + timedelta(days=1), limit=1)
+    async with build_worker(ts_env.client, settings):
+        handle = await start(ts_env, settings, s)
+        assert await handle.execute_update(ScheduleWorkflow.trigger) == "triggered"
+
+        async def triggered() -> bool:
+            return (await handle.query(ScheduleWorkflow.describe)).state.triggered == 1
+
+        await wait_for(triggered)
+        view = await handle.query(ScheduleWorkflow.describe)
+        assert view.state.fires == 0 and view.remaining == 1
+        (child,) = view.state.recent[-1].children
+        assert child.startswith(f"{s.name}/") and child.endswith("-manual")
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+        await ts_env.client.get_workflow_handle(child).result()
+        summary = await handle.result()  # the one scheduled fire still runs
+        assert summary.fires == 1
+        await assert_children(ts_env.client, s.name, [s.start_at])  # type: ignore[list-item]
+
+
+async def test_update_takes_effect_from_the_next_fire_and_keeps_counts(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    begin = (await ts_env.get_current_time()).replace(microsecond=0)
+    s = spec(every="1d", start_at=begin, limit=3)
+    async with build_worker(ts_env.client, settings):
+        handle = await start(ts_env, settings, s)
+
+        async def fired() -> bool:
+            return (await handle.query(ScheduleWorkflow.describe)).state.fires == 1
+
+        await wait_for(fired)
+        faster = s.model_copy(update={"every": "1h"})
+        assert (await handle.execute_update(ScheduleWorkflow.update, faster)).startswith(
+            "updated: every 1h"
+        )
+        view = await handle.query(ScheduleWorkflow.describe)
+        assert view.state.fires == 1 and view.spec.every == "1h"
+        assert view.next_fires[0] == begin + timedelta(hours=1)
+        summary = await handle.result()
+        await assert_children(
+            ts_env.client, s.name, [begin + timedelta(hours=h) for h in (0, 1, 2)]
+        )
+    assert summary.fires == 3
+
+
+async def test_delete_ends_the_loop_and_leaves_running_jobs(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    begin = (await ts_env.get_current_time()).replace(microsecond=0)
+    s = spec(every="1h", start_at=begin, args={"sleep_s": 600})
+    async with build_worker(ts_env.client, settings):
+        handle = await start(ts_env, settings, s)
+        child = ts_env.client.get_workflow_handle(f"{s.name}/{fire_id(begin)}")
+
+        async def child_running() -> bool:
+            try:
+                return (await child.describe()).status == WorkflowExecutionStatus.RUNNING
+            except Exception:
+                return False
+
+        await wait_for(child_running)
+        assert await handle.execute_update(ScheduleWorkflow.delete) == "deleted"
+        summary = await handle.result()
+        assert summary.reason == "deleted" and summary.fires == 1
+        assert (await child.describe()).status == WorkflowExecutionStatus.RUNNING
+        await child.result()  # let it finish before the worker goes
+
+
+@pytest.mark.parametrize(
+    ("update", "arg", "message"),
+    [
+        ("resume", PauseRequest(), "not paused"),
+        ("update", {"job": "nope"}, "job: unknown job 'nope'"),
+        ("update", {"name": "other"}, "name: cannot change"),
+        ("update", {"args": {"sleep_s": -1}}, "args:"),
+        ("update", {"cron": "0 0 30 2 *", "every": None}, "can never fire"),
+    ],
+)
+async def test_a_rejected_update_changes_nothing_and_says_why(
+    ts_env: WorkflowEnvironment, settings: Settings, update: str, arg: object, message: str
+) -> None:
+    now = await ts_env.get_current_time()
+    s = spec(every="1d", start_at=now + timedelta(days=1))
+    async with build_worker(ts_env.client, settings):
+        handle = await start(ts_env, settings, s)
+        before = await handle.query(ScheduleWorkflow.describe)
+        if isinstance(arg, dict):
+            arg = ScheduleSpec.model_construct(**{**s.model_dump(), **arg})
+        with pytest.raises(WorkflowUpdateFailedError) as err:
+            await handle.execute_update(update, arg)
+        assert message in str(err.value.cause)
+        assert await handle.query(ScheduleWorkflow.describe) == before
+        await handle.terminate("test done")
