@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 
 from config import UserError, exit_on_user_error, load_settings
-from starter import DEFAULT_FILE, load_schedules, start_schedules
+from schedules_file import DEFAULT_FILE, load_schedules
+from starter import start_schedules
 from temporal_client import connect, exit_process
 
 BIN = Path(sys.executable).parent

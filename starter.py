@@ -1,9 +1,13 @@
 """`python starter.py`: start and inspect schedules, and run jobs ad hoc.
 
-    start [--file F]                      validate the whole schedules file, then start its loops
-    list [--json]                         name, spec, next fire, fires so far, status
+    start [--file F]          validate the whole schedules file, then start (or update) its loops
+    update [--file F]         apply changed specs in the file to running loops (counts kept)
+    list [--json]             name, spec, next fire, fires so far, status
+    describe NAME [--json]    counts, skips by reason, last 10 fires, next 10 fire times
+    pause NAME [--note T] | resume NAME [--note T] | trigger NAME | delete NAME
+    preview (--cron EXPR | --every DUR) [--tz TZ] [--start-at ISO] [--after ISO] [--count N]
     run sync-products [--dry-run] [--batch-size N] [--json]
-                                          one sync now (like `medusa exec`), with a progress bar
+                              one sync now (like `medusa exec`), with a progress bar
 
 The CLI only talks to Temporal; the worker does the work.
 """
@@ -13,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,13 +25,19 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from config import ConfigError, Settings, exit_on_user_error, load_settings
 from models import (
+    PauseRequest,
     ScheduleInput,
     ScheduleSpec,
     ScheduleSummary,
@@ -36,75 +45,15 @@ from models import (
     SyncProductsInput,
     SyncReport,
 )
+from schedules_file import DEFAULT_FILE, field_error, load_schedules, sync_products_args
 from temporal_client import ServerUnavailable, connect, exit_process, worker_polling
-from workflows.jobs import JOBS
 from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
+from workflows.timemath import Timing, parse_timezone
 
-DEFAULT_FILE = Path("schedules.toml")
 QUERY_TIMEOUT = 5.0
 console = Console()
 err_console = Console(stderr=True)
-
-
-# --- the schedules file ----------------------------------------------------------------------
-
-
-def _field_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "schedule"
-    return f"{field}: {err['msg'].removeprefix('Value error, ')}"
-
-
-def sync_products_args(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """The sync job's args: SYNC_PRODUCTS_* settings, then anything given explicitly."""
-    args = {
-        "batch_size": settings.sync_products_batch_size,
-        "max_retries": settings.sync_products_max_retries,
-        "dry_run": settings.sync_products_dry_run,
-        **{k: v for k, v in overrides.items() if v is not None},
-    }
-    return SyncProductsInput.model_validate(args).model_dump(mode="json")
-
-
-def load_schedules(path: Path, settings: Settings) -> list[ScheduleSpec]:
-    """Read and validate the whole file; the first problem is a ConfigError naming the field."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such schedules file; pass --file PATH") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    entries = data.get("schedule", [])
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: no [[schedule]] entries; see README 'Schedules file'")
-    specs: list[ScheduleSpec] = []
-    for i, entry in enumerate(entries):
-        label = f"{path}: schedule {entry.get('name', f'#{i + 1}')!r}"
-        job = JOBS.get(entry.get("job", ""))
-        if job is None:
-            raise ConfigError(
-                f"{label}: job: unknown job {entry.get('job')!r}; use one of {sorted(JOBS)}"
-            )
-        if entry.get("job") == "sync-products":
-            if "cron" not in entry and "every" not in entry:
-                entry = {**entry, "cron": settings.sync_products_schedule}
-            try:
-                entry = {**entry, "args": sync_products_args(settings, **entry.get("args", {}))}
-            except ValidationError as exc:
-                raise ConfigError(f"{label}: args.{_field_error(exc)}") from None
-        try:
-            spec = ScheduleSpec.model_validate(entry)
-            spec.args = job.validate_args(spec.args)
-        except ValidationError as exc:
-            prefix = "" if exc.title == "ScheduleSpec" else "args."
-            raise ConfigError(f"{label}: {prefix}{_field_error(exc)}") from None
-        if not spec.timing(datetime.now(UTC)).can_fire():
-            raise ConfigError(f"{label}: cron: {spec.cron!r} can never fire; fix it or add every")
-        if any(s.name == spec.name for s in specs):
-            raise ConfigError(f"{label}: name: used twice in the file")
-        specs.append(spec)
-    return specs
 
 
 # --- talking to Temporal ---------------------------------------------------------------------
@@ -133,13 +82,30 @@ async def _query_view(handle: WorkflowHandle[Any, Any]) -> ScheduleView | None:
         return None
 
 
-async def start_schedules(client: Client, specs: list[ScheduleSpec], task_queue: str) -> list[str]:
+async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> str:
+    """A running loop gets the file's spec if it changed (counts kept); else nothing happens."""
+    view = await handle.query(
+        "describe", result_type=ScheduleView, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
+    )
+    if view.spec.model_dump(mode="json") == spec.model_dump(mode="json"):
+        return f"{spec.name}: already running as {handle.id}; unchanged"
+    try:
+        result = await handle.execute_update("update", spec, result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        raise ConfigError(f"{spec.name}: update refused: {exc.cause}") from None
+    return f"{spec.name}: {result} (counts kept)"
+
+
+async def start_schedules(
+    client: Client, specs: list[ScheduleSpec], task_queue: str, *, start_new: bool = True
+) -> list[str]:
+    """Start what is not running; update running loops whose spec changed."""
     lines = []
     for spec in specs:
         handle = client.get_workflow_handle(schedule_id(spec.name))
         status = await _status(handle)
         if status == WorkflowExecutionStatus.RUNNING:
-            lines.append(f"{spec.name}: already running as {handle.id}; nothing started")
+            lines.append(await apply_spec(handle, spec))
             continue
         if status == WorkflowExecutionStatus.COMPLETED:
             summary = await client.get_workflow_handle(
@@ -149,6 +115,9 @@ async def start_schedules(client: Client, specs: list[ScheduleSpec], task_queue:
                 f"{spec.name}: already finished ({summary.reason}, {summary.fires} fires); "
                 "not restarted"
             )
+            continue
+        if not start_new:
+            lines.append(f"{spec.name}: not running; `starter.py start` starts it")
             continue
         try:
             await client.start_workflow(
@@ -327,7 +296,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             sync_products_args(settings, batch_size=args.batch_size, dry_run=args.dry_run or None)
         )
     except ValidationError as exc:
-        raise ConfigError(f"--{_field_error(exc).replace('_', '-')}") from None
+        raise ConfigError(f"--{field_error(exc).replace('_', '-')}") from None
     client = await _client(settings, need_worker=True)
     report = await run_sync(client, inp, task_queue=settings.temporal_task_queue, quiet=args.json)
     if args.json:
@@ -337,14 +306,142 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.status == "completed" else 1
 
 
+async def _running(client: Client, name: str) -> WorkflowHandle[Any, Any]:
+    handle = client.get_workflow_handle(schedule_id(name))
+    status = await _status(handle)
+    if status != WorkflowExecutionStatus.RUNNING:
+        state = "does not exist" if status is None else f"is {status.name.lower()}"
+        raise ConfigError(f"name: schedule {name!r} {state}; `starter.py list` shows them")
+    return handle
+
+
+async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
+    """pause / resume / trigger / delete: one Temporal Update each, refused with a reason."""
+    client = await _client(settings, need_worker=True)
+    handle = await _running(client, args.name)
+    arg = [PauseRequest(note=args.note)] if args.command in ("pause", "resume") else []
+    try:
+        result = await handle.execute_update(args.command, *arg, result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        raise ConfigError(f"{args.name}: {args.command} refused: {exc.cause}") from None
+    console.print(f"{args.name}: {result}")
+    return 0
+
+
+async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
+    specs = load_schedules(args.file, settings)
+    client = await _client(settings, need_worker=True)
+    for line in await start_schedules(client, specs, settings.temporal_task_queue, start_new=False):
+        console.print(line)
+    return 0
+
+
+async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
+    client = await _client(settings, need_worker=True)
+    handle = client.get_workflow_handle(schedule_id(args.name))
+    status = await _status(handle)
+    if status == WorkflowExecutionStatus.COMPLETED:
+        summary = await client.get_workflow_handle(handle.id, result_type=ScheduleSummary).result()
+        print(summary.model_dump_json(indent=2) if args.json else f"{args.name}: {summary}")
+        return 0
+    view = await handle.query("describe", result_type=ScheduleView) if status else None
+    if view is None:
+        await _running(client, args.name)  # raises the one-line error
+        return 2
+    if args.json:
+        print(view.model_dump_json(indent=2))
+        return 0
+    st = view.state
+    head = Table.grid(padding=(0, 2))
+    for key, value in (
+        ("schedule", f"{handle.id} runs `{view.spec.job}`"),
+        ("spec", view.spec.describe()),
+        ("state", f"paused: {st.note or 'no note'}" if st.paused else "active"),
+        (
+            "fires",
+            f"{st.fires}" + (f" ({view.remaining} left)" if view.remaining is not None else ""),
+        ),
+        ("triggered", str(st.triggered)),
+        ("failed", str(st.failed)),
+        ("skipped", ", ".join(f"{k}: {v}" for k, v in st.skipped.items()) or "none"),
+        ("next fires", "\n".join(f"{t:%Y-%m-%d %H:%M:%SZ}" for t in view.next_fires) or "none"),
+    ):
+        head.add_row(f"[bold]{key}", value)
+    console.print(head)
+    recent = Table(title="last fires")
+    for col in ("scheduled", "actual", "outcome", "children"):
+        recent.add_column(col)
+    for r in st.recent:
+        recent.add_row(
+            f"{r.scheduled:%Y-%m-%d %H:%M:%SZ}",
+            f"{r.actual:%Y-%m-%d %H:%M:%SZ}",
+            r.outcome + (f" ({r.error})" if r.error else ""),
+            "\n".join(r.children),
+        )
+    console.print(recent)
+    return 0
+
+
+async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    """Next fire times from the same maths as the loop; needs no server."""
+    try:
+        tz = parse_timezone(args.tz)
+        anchor = _aware(args.start_at, tz) if args.start_at else datetime.now(UTC)
+        after = _aware(args.after, tz) if args.after else None
+        timing = Timing.build(cron=args.cron, every=args.every, timezone=args.tz, anchor=anchor)
+    except ValueError as exc:
+        raise ConfigError(f"{_flag_of(exc, args)}: {exc}") from None
+    times = [f"{t:%Y-%m-%dT%H:%M:%SZ}" for t in timing.upcoming(after, args.count)]
+    print(json.dumps(times) if args.json else "\n".join(times))
+    return 0
+
+
+def _aware(text: str, tz: Any) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=tz)
+
+
+def _flag_of(exc: ValueError, args: argparse.Namespace) -> str:
+    text = str(exc)
+    if "time zone" in text:
+        return "--tz"
+    if "isoformat" in text or "Invalid isoformat" in text:
+        return "--start-at/--after"
+    return "--cron" if args.cron else "--every"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="starter.py", description="Scheduled jobs on Temporal.")
     sub = p.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="validate the schedules file, then start its loops")
     start.add_argument("--file", type=Path, default=DEFAULT_FILE)
+    upd = sub.add_parser("update", help="apply changed specs in the file to running loops")
+    upd.add_argument("--file", type=Path, default=DEFAULT_FILE)
     ls = sub.add_parser("list", help="show schedules: spec, next fire, fires, status")
     ls.add_argument("--file", type=Path, default=DEFAULT_FILE)
     ls.add_argument("--json", action="store_true")
+    desc = sub.add_parser("describe", help="one schedule in full: counts, last fires, next fires")
+    desc.add_argument("name")
+    desc.add_argument("--json", action="store_true")
+    for name, text in (
+        ("pause", "stop firing (fires are recorded as skipped: paused)"),
+        ("resume", "fire again"),
+        ("trigger", "fire now, once (does not count toward the limit)"),
+        ("delete", "end the loop; running jobs finish on their own"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("name")
+        if name in ("pause", "resume"):
+            cmd.add_argument("--note", default=None)
+    pre = sub.add_parser("preview", help="print the next fire times of a cron or interval")
+    what = pre.add_mutually_exclusive_group(required=True)
+    what.add_argument("--cron")
+    what.add_argument("--every")
+    pre.add_argument("--tz", default="UTC")
+    pre.add_argument("--start-at", default=None, help="ISO time; default now")
+    pre.add_argument("--after", default=None, help="ISO time; fires strictly after it")
+    pre.add_argument("--count", type=int, default=10, choices=range(1, 1001), metavar="N")
+    pre.add_argument("--json", action="store_true")
     run = sub.add_parser("run", help="run a job now, ad hoc")
     run.add_argument("job", help="sync-products")
     run.add_argument("--dry-run", action="store_true", help="plan only, write nothing")
@@ -353,7 +450,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-COMMANDS = {"start": cmd_start, "list": cmd_list, "run": cmd_run}
+COMMANDS = {
+    "start": cmd_start,
+    "update": cmd_update,
+    "list": cmd_list,
+    "describe": cmd_describe,
+    "pause": cmd_control,
+    "resume": cmd_control,
+    "trigger": cmd_control,
+    "delete": cmd_control,
+    "preview": cmd_preview,
+    "run": cmd_run,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

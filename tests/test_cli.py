@@ -206,3 +206,82 @@ async def test_a_bad_schedules_file_starts_nothing(
     assert "schedule 'bad'" in line and expected in line, line
     with pytest.raises(RPCError):  # the valid entry before it was not started either
         await dev_env.client.get_workflow_handle(f"schedule/{good}").describe()
+
+
+async def test_control_commands_on_a_running_schedule(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
+) -> None:
+    name = f"ctl-{uuid.uuid4().hex[:8]}"
+    entry = f'[[schedule]]\nname = "{name}"\njob = "echo"\nevery = "1d"\n'
+    path = schedules_file(tmp_path, entry)
+    env = cli_env(settings, client_address(dev_env.client))
+
+    async def describe() -> dict[str, object]:
+        code, out, err = await starter("describe", name, "--json", env=env)
+        assert code == 0, err
+        return json.loads(out)
+
+    async with build_worker(dev_env.client, settings):
+        assert (await starter("start", "--file", str(path), env=env))[0] == 0
+        code, out, _ = await starter("pause", name, "--note", "db migration", env=env)
+        assert code == 0 and "paused: db migration" in out
+        state = (await describe())["state"]
+        assert state["paused"] and state["note"] == "db migration"  # type: ignore[index]
+
+        code, _, err = await starter("pause", name, env=env)  # refused, nothing changes
+        assert code == 2 and "pause refused: already paused" in one_line(err)
+        assert (await describe())["state"]["note"] == "db migration"  # type: ignore[index]
+
+        assert (await starter("resume", name, env=env))[0] == 0
+        assert (await starter("trigger", name, env=env))[0] == 0
+        path.write_text(entry.replace('"1d"', '"12h"'))
+        code, out, _ = await starter("update", "--file", str(path), env=env)
+        assert code == 0 and f"{name}: updated: every 12h" in out and "counts kept" in out
+        view = await describe()
+        assert view["spec"]["every"] == "12h"  # type: ignore[index]
+        assert not view["state"]["paused"]  # type: ignore[index]
+        code, out, _ = await starter("start", "--file", str(path), env=env)
+        assert f"{name}: already running as schedule/{name}; unchanged" in out
+
+        code, out, _ = await starter("delete", name, env=env)
+        assert code == 0 and "deleted" in out
+        result = await dev_env.client.get_workflow_handle(f"schedule/{name}").result()
+        assert result["reason"] == "deleted"
+        code, _, err = await starter("pause", name, env=env)
+        assert code == 2 and "is completed" in one_line(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--cron", "30 2 * * *", "--tz", "America/New_York", "--start-at", "2027-03-13"],
+            ["2027-03-13T07:30:00Z", "2027-03-14T07:00:00Z", "2027-03-15T06:30:00Z"],
+        ),
+        (
+            ["--every", "90m", "--start-at", "2027-01-01T00:00:00Z"],
+            ["2027-01-01T00:00:00Z", "2027-01-01T01:30:00Z", "2027-01-01T03:00:00Z"],
+        ),
+        (
+            ["--cron", "0 9 * * *", "--after", "2027-01-01T09:00:00Z"],
+            ["2027-01-02T09:00:00Z", "2027-01-03T09:00:00Z", "2027-01-04T09:00:00Z"],
+        ),
+    ],
+)
+async def test_preview_prints_the_loops_fire_times(args: list[str], expected: list[str]) -> None:
+    code, out, _ = await starter("preview", *args, "--count", "3", "--json", env=cli_env())
+    assert code == 0 and json.loads(out) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--cron", "61 * * * *"], "--cron"),
+        (["--every", "0s"], "--every"),
+        (["--cron", "@daily", "--tz", "Mars/Base"], "--tz"),
+        (["--every", "5m", "--start-at", "soon"], "--start-at"),
+    ],
+)
+async def test_preview_rejects_bad_input(args: list[str], flag: str) -> None:
+    code, _, err = await starter("preview", *args, env=cli_env())
+    assert code == 2 and one_line(err).startswith(f"error: {flag}")
