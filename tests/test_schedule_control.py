@@ -123,9 +123,14 @@ async def test_delete_ends_the_loop_and_leaves_running_jobs(
 
         await wait_for(child_running)
         assert await handle.execute_update(ScheduleWorkflow.delete) == "deleted"
+
+        async def loop_closed() -> bool:  # no time skipping while we look
+            return (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+        await wait_for(loop_closed)
+        assert (await child.describe()).status == WorkflowExecutionStatus.RUNNING
         summary = await handle.result()
         assert summary.reason == "deleted" and summary.fires == 1
-        assert (await child.describe()).status == WorkflowExecutionStatus.RUNNING
         await child.result()  # let it finish before the worker goes
 
 
