@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -82,6 +82,7 @@ class SyncReport(BaseModel):
 # --- schedules -------------------------------------------------------------------------------
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+OverlapPolicy = Literal["skip", "buffer_one", "allow_all", "cancel_other"]
 
 
 class ScheduleSpec(BaseModel):
@@ -98,6 +99,10 @@ class ScheduleSpec(BaseModel):
     end_at: datetime | None = None
     limit: int | None = Field(None, ge=1)
     args: dict[str, Any] = {}
+    overlap: OverlapPolicy = "skip"
+    catchup_window: str | int = "1d"
+    jitter: str | int | None = None
+    after_completion: bool = False
 
     @field_validator("cron")
     @classmethod
@@ -106,9 +111,9 @@ class ScheduleSpec(BaseModel):
             parse_cron(value)
         return value
 
-    @field_validator("every")
+    @field_validator("every", "catchup_window", "jitter")
     @classmethod
-    def _every(cls, value: str | int | None) -> str | int | None:
+    def _duration(cls, value: str | int | None) -> str | int | None:
         if value is not None:
             parse_duration(value)
         return value
@@ -131,7 +136,17 @@ class ScheduleSpec(BaseModel):
             self.end_at = self.end_at.replace(tzinfo=tz)
         if self.start_at and self.end_at and self.end_at <= self.start_at:
             raise ValueError("end_at must be after start_at")
+        if self.after_completion and self.every is None:
+            raise ValueError("after_completion needs every")
         return self
+
+    @property
+    def catchup(self) -> timedelta:
+        return parse_duration(self.catchup_window)
+
+    @property
+    def jitter_max(self) -> timedelta | None:
+        return None if self.jitter is None else parse_duration(self.jitter)
 
     def timing(self, created_at: datetime) -> Timing:
         """The fire-time calculator; `created_at` anchors `every` when there is no start_at."""
@@ -148,14 +163,23 @@ class ScheduleSpec(BaseModel):
         parts = [f"cron {self.cron}" if self.cron else f"every {self.every}"]
         if self.cron and self.every is not None:
             parts.append(f"(fallback every {self.every})")
+        if self.after_completion:
+            parts.append("after completion")
         parts.append(f"[{self.timezone}]")
         if self.limit:
             parts.append(f"limit {self.limit}")
         return " ".join(parts)
 
 
+SkipReason = Literal["overlap", "paused", "missed", "empty expansion"]
 FireOutcome = Literal[
-    "started", "failed", "skipped: missed", "skipped: empty expansion", "skipped: paused"
+    "started",
+    "buffered",
+    "failed",
+    "skipped: overlap",
+    "skipped: paused",
+    "skipped: missed",
+    "skipped: empty expansion",
 ]
 
 
@@ -176,10 +200,14 @@ class ScheduleState(BaseModel):
     triggered: int = 0  # manual triggers that ran (never count toward limit)
     failed: int = 0
     missed: int = 0
-    skipped: dict[str, int] = {}  # by reason: paused, missed, empty expansion
+    skipped: dict[str, int] = {}  # by reason: overlap, paused, missed, empty expansion
     paused: bool = False
     note: str | None = None
     pending_triggers: int = 0
+    running: dict[str, datetime] = {}  # child id -> its fire time, until the child reports back
+    buffered: datetime | None = None  # buffer_one: the fire waiting for the running ones
+    last_finished: datetime | None = None  # when the last child finished (after_completion)
+    job_failures: int = 0
     recent: list[FireRecord] = []
 
 
@@ -187,7 +215,6 @@ class ScheduleInput(BaseModel):
     spec: ScheduleSpec
     state: ScheduleState = ScheduleState()
     fires_per_run: int = Field(500, ge=1, description="continue-as-new after this many fires")
-    catchup_window_s: float = 86400.0
 
 
 ScheduleStatus = Literal["running", "completed", "terminated", "failed", "canceled", "timed out"]
@@ -211,7 +238,16 @@ class ScheduleSummary(BaseModel):
     fires: int
     failed: int
     missed: int
+    skipped: dict[str, int] = {}
+    triggered: int = 0
     last_fire: datetime | None = None
+
+
+class JobFinished(BaseModel):
+    """Signal from a child job to its schedule (by workflow id, so it reaches the current run)."""
+
+    child_id: str
+    outcome: Literal["completed", "failed", "canceled"]
 
 
 class PauseRequest(BaseModel):

@@ -15,10 +15,12 @@ from temporalio.worker import Worker
 from activities.catalog import SqliteCatalog
 from activities.dummyjson import DummyJSONClient
 from activities.expansion import expand_schedule
+from activities.jobs import still_running
 from activities.sync_products import SyncProductsActivities
 from config import Settings, exit_on_user_error, load_settings
 from temporal_client import connect, exit_process
 from workflows.echo import EchoJobWorkflow
+from workflows.notify import JobNotifier
 from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
 
@@ -29,7 +31,7 @@ def activities_for(settings: Settings) -> list[Any]:
     sync = SyncProductsActivities(
         DummyJSONClient(settings.dummyjson_base_url), SqliteCatalog(settings.catalog_path)
     )
-    return [sync.count_source_products, sync.sync_products_batch, expand_schedule]
+    return [sync.count_source_products, sync.sync_products_batch, expand_schedule, still_running]
 
 
 def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
@@ -40,6 +42,7 @@ def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
         workflows=list(WORKFLOWS),
         activities=activities_for(settings),
         activity_executor=ThreadPoolExecutor(max_workers=16),
+        interceptors=[JobNotifier()],
         **kwargs,
     )
 

@@ -11,10 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
@@ -22,16 +28,20 @@ with workflow.unsafe.imports_passed_through():
         ExpansionRequest,
         FireOutcome,
         FireRecord,
+        JobFinished,
         PauseRequest,
         ScheduleInput,
         ScheduleSpec,
         ScheduleState,
         ScheduleSummary,
         ScheduleView,
+        SkipReason,
     )
     from workflows.jobs import JOBS
-    from workflows.timemath import Timing, fire_id
+    from workflows.timemath import Timing, fire_id, parse_duration
 
+SCHEDULE_NAME = SearchAttributeKey.for_keyword("ScheduleName")
+SCHEDULED_FIRE_TIME = SearchAttributeKey.for_datetime("ScheduledFireTime")
 RECENT = 10
 MISSED_COUNT_CAP = 10_000  # beyond this many missed fires in one wake, stop counting one by one
 EXPANSION_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
@@ -146,6 +156,18 @@ class ScheduleWorkflow:
 
     # --- the loop ----------------------------------------------------------------------------
 
+    @workflow.signal
+    def job_finished(self, done: JobFinished) -> None:
+        """A child reports its end (see workflows/notify.py)."""
+        state = self._state
+        if state.running.pop(done.child_id, None) is None:
+            return
+        if done.outcome != "completed":
+            state.job_failures += 1
+        if not state.running:
+            state.last_finished = workflow.now()
+        self._wake = True
+
     @workflow.run
     async def run(self, inp: ScheduleInput) -> ScheduleSummary:
         self._inp = inp
@@ -157,14 +179,18 @@ class ScheduleWorkflow:
             spec = inp.spec
             if self._deleted:
                 return self._finish("deleted")
+            if state.buffered is not None and not state.running and not state.paused:
+                buffered, state.buffered = state.buffered, None
+                await self._fire(buffered, overlap_checked=True)  # buffer_one: its turn now
+                continue
             if spec.limit is not None and state.fires >= spec.limit:
                 return self._finish("limit reached")
-            fire = self._timing.next_fire(state.cursor)
-            if fire is None and not state.pending_triggers:
+            fire, waiting = self._next_fire()
+            if fire is None and not waiting and not state.pending_triggers:
                 return self._finish("end_at passed" if spec.end_at else "no more fire times")
             self._publish(fire)
             if not await self._sleep_until(fire):
-                continue  # woken by a control: re-plan
+                continue  # woken by a control, a trigger or a finished job: re-plan
             if self._should_continue_as_new():
                 # On waking, before firing: the new run fires this same due time at once, and
                 # the previous fire's children have had the whole interval to finish.
@@ -181,19 +207,49 @@ class ScheduleWorkflow:
             await self._fire(due)
             self._run_fires += 1
 
+    def _next_fire(self) -> tuple[datetime | None, bool]:
+        """The next scheduled fire, and whether the loop waits for running jobs to get one.
+
+        With `after_completion`, the next fire is `every` after the previous fire's jobs
+        finished: none is planned while they run.
+        """
+        assert self._inp is not None and self._timing is not None
+        spec, state = self._inp.spec, self._state
+        if not spec.after_completion or state.cursor is None:
+            return self._timing.next_fire(state.cursor), False
+        if state.running:
+            return None, True
+        assert spec.every is not None
+        base = max(state.cursor, state.last_finished or state.cursor)
+        fire = base + parse_duration(spec.every)
+        if spec.end_at is not None and fire > spec.end_at:
+            return None, False
+        return fire, False
+
+    def _jitter(self, fire: datetime) -> timedelta:
+        """Uniform in [0, jitter), deterministic, and never reaching the following fire."""
+        assert self._inp is not None and self._timing is not None
+        jitter = self._inp.spec.jitter_max
+        if not jitter:
+            return timedelta(0)
+        following = self._timing.next_fire(fire)
+        room = jitter if following is None else min(jitter, following - fire)
+        return timedelta(seconds=workflow.random().uniform(0, room.total_seconds()) * 0.999)
+
     async def _sleep_until(self, fire: datetime | None) -> bool:
-        """Wait for the fire time; False when a control woke the loop first.
+        """Wait for the fire time (plus jitter); False when something woke the loop first.
 
         A pending trigger fires here, at once, without moving the schedule's cursor.
         """
         assert self._inp is not None
         self._wake = False
         now = workflow.now()
-        if fire is None or fire > now:
+        wake_at = None if fire is None else fire + self._jitter(fire)
+        if wake_at is None or wake_at > now:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._wake,
-                    timeout=None if fire is None else fire - now,
+                    timeout=None if wake_at is None else wake_at - now,
                     timeout_summary=None
                     if fire is None
                     else f"waits for the {fire_id(fire)} fire of {self._inp.spec.name}",
@@ -203,7 +259,7 @@ class ScheduleWorkflow:
             state.pending_triggers -= 1
             await self._fire(workflow.now(), manual=True)
             return False
-        return not self._wake and fire is not None and workflow.now() >= fire
+        return not self._wake and wake_at is not None and workflow.now() >= wake_at
 
     def _should_continue_as_new(self) -> bool:
         assert self._inp is not None
@@ -217,32 +273,40 @@ class ScheduleWorkflow:
         runs, and only within the catch-up window; the others are counted as missed."""
         assert self._timing is not None and self._inp is not None
         now, state = workflow.now(), self._state
-        missed = 0
+        missed, last_missed = 0, due
         nxt = self._timing.next_fire(due)
         while nxt is not None and nxt <= now and missed < MISSED_COUNT_CAP:
-            missed += 1
+            missed, last_missed = missed + 1, due
             due, nxt = nxt, self._timing.next_fire(nxt)
-        if now - due > timedelta(seconds=self._inp.catchup_window_s):
-            missed += 1
+        too_old = now - due > self._inp.spec.catchup
+        if too_old:
+            missed, last_missed = missed + 1, due
             state.cursor = due
         if missed:
             state.missed += missed
             workflow.logger.warning("%s: %d missed fire(s) not run", self._inp.spec.name, missed)
-            self._skip(due, "missed", count=missed)
-        return None if state.cursor == due else due
+            self._skip(last_missed, "missed", count=missed)
+        return None if too_old else due
 
-    def _skip(self, fire: datetime, reason: str, count: int = 1) -> None:
+    def _skip(self, fire: datetime, reason: SkipReason, count: int = 1) -> None:
         state = self._state
         state.skipped[reason] = state.skipped.get(reason, 0) + count
         error = f"{count} fires" if count > 1 else None
-        self._record(fire, f"skipped: {reason}", error=error)  # type: ignore[arg-type]
+        self._record(fire, cast(FireOutcome, f"skipped: {reason}"), error=error)
 
-    async def _fire(self, fire: datetime, *, manual: bool = False) -> None:
-        """Expand, then start one child per input. A manual trigger leaves the cursor alone."""
+    async def _fire(
+        self, fire: datetime, *, manual: bool = False, overlap_checked: bool = False
+    ) -> None:
+        """Apply the overlap policy, expand, then start one child per input.
+
+        A manual trigger leaves the cursor alone and does not count toward the limit.
+        """
         assert self._inp is not None
         spec, state = self._inp.spec, self._state
         if not manual:
             state.cursor = fire
+        if not overlap_checked and not await self._overlap_allows(fire):
+            return
         try:
             inputs: list[dict[str, Any]] = await workflow.execute_activity(
                 "expand_schedule",
@@ -260,8 +324,10 @@ class ScheduleWorkflow:
             return
         base = f"{spec.name}/{fire_id(fire)}{'-manual' if manual else ''}"
         ids = [base] if len(inputs) == 1 else [f"{base}/{i}" for i in range(len(inputs))]
+        for child_id in ids:
+            state.running[child_id] = fire
         await asyncio.gather(
-            *(self._start_child(i, args) for i, args in zip(ids, inputs, strict=True))
+            *(self._start_child(i, args, fire) for i, args in zip(ids, inputs, strict=True))
         )
         if manual:
             state.triggered += 1
@@ -269,7 +335,37 @@ class ScheduleWorkflow:
             state.fires += 1
         self._record(fire, "started", children=ids)
 
-    async def _start_child(self, child_id: str, args: dict[str, Any]) -> None:
+    async def _overlap_allows(self, fire: datetime) -> bool:
+        """Whether this fire may start now, given the previous fire's jobs still running."""
+        assert self._inp is not None
+        state, policy = self._state, self._inp.spec.overlap
+        if not state.running or policy == "allow_all":
+            return True
+        # The children's signals are the fast path; a describe of each is the check on them.
+        alive = set(
+            await workflow.execute_activity(
+                "still_running",
+                list(state.running),
+                result_type=list[str],
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=EXPANSION_RETRY,
+            )
+        )
+        state.running = {k: v for k, v in state.running.items() if k in alive}
+        if not state.running:
+            return True
+        if policy == "cancel_other":
+            for child_id in list(state.running):
+                await workflow.get_external_workflow_handle(child_id).cancel()
+            return True
+        if policy == "buffer_one" and state.buffered is None:
+            state.buffered = fire
+            self._record(fire, "buffered")
+            return False
+        self._skip(fire, "overlap")
+        return False
+
+    async def _start_child(self, child_id: str, args: dict[str, Any], fire: datetime) -> None:
         assert self._inp is not None
         try:
             await workflow.start_child_workflow(
@@ -278,9 +374,16 @@ class ScheduleWorkflow:
                 id=child_id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(SCHEDULE_NAME, self._inp.spec.name),
+                        SearchAttributePair(SCHEDULED_FIRE_TIME, fire),
+                    ]
+                ),
             )
         except WorkflowAlreadyStartedError:
             workflow.logger.info("%s already started: not run twice", child_id)
+            self._state.running.pop(child_id, None)
 
     def _record(
         self,
@@ -312,6 +415,8 @@ class ScheduleWorkflow:
             fires=state.fires,
             failed=state.failed,
             missed=state.missed,
+            skipped=state.skipped,
+            triggered=state.triggered,
             last_fire=state.cursor,
         )
 

@@ -1,0 +1,215 @@
+"""Overlap policies, catch-up, jitter and after_completion on the time-skipping server.
+
+Jobs are `echo` with `sleep_s`, so a fire's child is still running when the next fire comes.
+The loop is observed with env.sleep + describe rather than awaiting its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from config import Settings
+from models import ScheduleInput, ScheduleView
+from tests.test_schedule_loop import spec, wait_for
+from worker import build_worker
+from workflows.schedule import ScheduleWorkflow
+from workflows.timemath import fire_id
+
+HOUR = timedelta(hours=1)
+
+
+async def observe(
+    env: WorkflowEnvironment, settings: Settings, until: timedelta, **fields: Any
+) -> tuple[datetime, str, ScheduleView]:
+    """Start a loop at a whole second, let `until` of schedule time pass, describe it."""
+    begin = (await env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
+    s = spec(start_at=begin, **fields)
+    async with build_worker(env.client, settings):
+        handle = await env.client.start_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=s),
+            id=f"schedule/{s.name}",
+            task_queue=settings.temporal_task_queue,
+        )
+        await env.sleep(until + timedelta(seconds=1))
+        view = await handle.query(ScheduleWorkflow.describe)
+        await handle.terminate("observed")
+    return begin, s.name, view
+
+
+async def started(env: WorkflowEnvironment, name: str, fire: datetime) -> tuple[datetime, str]:
+    desc = await env.client.get_workflow_handle(f"{name}/{fire_id(fire)}").describe()
+    return desc.start_time, desc.status.name if desc.status else "?"
+
+
+async def test_skip_drops_a_fire_while_the_previous_job_runs(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    begin, name, view = await observe(
+        ts_env, settings, 2 * HOUR + timedelta(minutes=5), every="1h", args={"sleep_s": 4800}
+    )
+    # 0h runs until 1h20: the 1h fire is skipped; the 2h fire runs
+    assert view.state.fires == 2 and view.state.skipped == {"overlap": 1}
+    assert [r.outcome for r in view.state.recent] == ["started", "skipped: overlap", "started"]
+    assert (await started(ts_env, name, begin + 2 * HOUR))[0] - (begin + 2 * HOUR) < timedelta(
+        seconds=5
+    )
+
+
+async def test_buffer_one_runs_the_waiting_fire_when_the_job_finishes(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    begin, name, view = await observe(
+        ts_env,
+        settings,
+        timedelta(minutes=170),
+        every="1h",
+        overlap="buffer_one",
+        args={"sleep_s": 4800},
+    )
+    # A: 0h-1h20. 1h buffered, starts at 1h20 (until 2h40). 2h buffered, starts at 2h40.
+    assert view.state.fires == 3
+    for fire, expected in ((HOUR, timedelta(minutes=80)), (2 * HOUR, timedelta(minutes=160))):
+        start, _ = await started(ts_env, name, begin + fire)
+        assert abs(start - (begin + expected)) < timedelta(seconds=5), (fire, start - begin)
+
+
+async def test_allow_all_runs_fires_side_by_side(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    begin, name, view = await observe(
+        ts_env,
+        settings,
+        HOUR + timedelta(minutes=5),
+        every="1h",
+        overlap="allow_all",
+        args={"sleep_s": 4800},
+    )
+    assert view.state.fires == 2 and view.state.skipped == {}
+    assert len(view.state.running) == 2
+    assert (await started(ts_env, name, begin))[1] == "RUNNING"
+
+
+async def test_cancel_other_cancels_the_running_job(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    begin, name, view = await observe(
+        ts_env,
+        settings,
+        HOUR + timedelta(minutes=5),
+        every="1h",
+        overlap="cancel_other",
+        args={"sleep_s": 4800},
+    )
+    assert view.state.fires == 2
+    assert (await started(ts_env, name, begin))[1] == "CANCELED"
+    assert (await started(ts_env, name, begin + HOUR))[1] == "RUNNING"
+    assert list(view.state.running) == [f"{name}/{fire_id(begin + HOUR)}"]
+
+
+async def test_after_completion_waits_every_after_the_job_finished(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    begin, name, view = await observe(
+        ts_env,
+        settings,
+        timedelta(minutes=200),
+        every="1h",
+        after_completion=True,
+        args={"sleep_s": 1800},
+    )
+    # 0h runs 30 min; next at 1h30 (every after it finished), runs to 2h; next at 3h
+    assert view.state.fires == 3
+    for fire in (begin + timedelta(minutes=90), begin + timedelta(minutes=180)):
+        start, _ = await started(ts_env, name, fire)
+        assert abs(start - fire) < timedelta(seconds=5)
+
+
+@pytest.mark.parametrize("jitter", ["10m", "2h"])
+async def test_jitter_delays_within_bounds_and_never_past_the_next_fire(
+    ts_env: WorkflowEnvironment, settings: Settings, jitter: str
+) -> None:
+    begin, name, view = await observe(ts_env, settings, 5 * HOUR, every="1h", jitter=jitter)
+    bound = min(timedelta(minutes=10) if jitter == "10m" else HOUR, HOUR)
+    assert view.state.fires >= 4
+    delays = []
+    for k in range(4):
+        start, _ = await started(ts_env, name, begin + k * HOUR)
+        delays.append(start - (begin + k * HOUR))
+    assert all(timedelta(0) <= d < bound for d in delays), delays
+    assert len(set(delays)) > 1  # really random, not a fixed offset
+
+
+async def _worker_away(
+    env: WorkflowEnvironment, settings: Settings, **fields: Any
+) -> tuple[datetime, ScheduleView]:
+    """Dev server, real time: fire once, stop the worker ~7 s, start another one.
+
+    The time-skipping server cannot do this: it stops its clock while a workflow task waits
+    for a worker. So this is the one place a real sleep stands in for a real outage. The new
+    worker comes exactly 1.5 s after a fire slot, so that slot is 1.5 s old on its return.
+    """
+    every = timedelta(seconds=3)
+    begin = (await env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
+    s = spec(every="3s", start_at=begin, **fields)
+    handle = await env.client.start_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=s),
+        id=f"schedule/{s.name}",
+        task_queue=settings.temporal_task_queue,
+    )
+
+    async def state() -> Any:
+        return (await handle.query(ScheduleWorkflow.describe)).state
+
+    async def fired_once() -> bool:
+        return bool((await state()).fires)
+
+    async with build_worker(env.client, settings, max_cached_workflows=0):
+        await wait_for(fired_once)
+    now = await env.get_current_time()
+    slots = (now + timedelta(seconds=7) - begin) // every + 1
+    slot = begin + slots * every  # the latest slot missed while away
+    await asyncio.sleep((slot + timedelta(seconds=1.5) - now).total_seconds())
+    async with build_worker(env.client, settings, max_cached_workflows=0):
+
+        async def settled() -> bool:
+            st = await state()
+            return bool(st.missed) and any(r.scheduled >= slot for r in st.recent)
+
+        await wait_for(settled)
+        view = await handle.query(ScheduleWorkflow.describe)
+        await handle.terminate("observed")
+    return slot, view
+
+
+async def test_catch_up_runs_only_the_latest_missed_fire(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    slot, view = await _worker_away(dev_env, settings)
+    state = view.state
+    assert state.skipped == {"missed": state.missed} and state.missed >= 2
+    ran = [r for r in state.recent if r.outcome == "started"]
+    assert ran[-1].scheduled == slot  # the latest missed slot ran, late, once
+    assert timedelta(seconds=1.4) < ran[-1].actual - slot < timedelta(seconds=3)
+    assert len(ran) == 2  # the first fire, then only that one: no burst
+
+
+async def test_catch_up_window_drops_fires_older_than_it(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    slot, view = await _worker_away(dev_env, settings, catchup_window="1s")
+    state = view.state
+    assert state.missed >= 3 and state.skipped == {"missed": state.missed}
+    assert not [
+        r
+        for r in state.recent
+        if r.outcome == "started"
+        and r.scheduled >= slot - timedelta(seconds=3)
+        and r.scheduled <= slot
+    ]
