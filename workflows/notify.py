@@ -43,7 +43,7 @@ class _NotifyInbound(WorkflowInboundInterceptor):
             result = await super().execute_workflow(input)
         except workflow.ContinueAsNewError:
             raise  # the job goes on in a new run
-        except BaseException as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # not GeneratorExit: cache eviction
             cancelled = is_cancelled_exception(exc) or isinstance(exc, CancelledError)
             # shielded: a cancelled job still reports that it ended
             await asyncio.shield(_notify(parent.workflow_id, "canceled" if cancelled else "failed"))

@@ -368,7 +368,7 @@ class ScheduleWorkflow:
     async def _start_child(self, child_id: str, args: dict[str, Any], fire: datetime) -> None:
         assert self._inp is not None
         try:
-            await workflow.start_child_workflow(
+            handle = await workflow.start_child_workflow(
                 JOBS[self._inp.spec.job].workflow,
                 args,
                 id=child_id,
@@ -384,6 +384,10 @@ class ScheduleWorkflow:
         except WorkflowAlreadyStartedError:
             workflow.logger.info("%s already started: not run twice", child_id)
             self._state.running.pop(child_id, None)
+            return
+        # The loop learns of the end by signal (it survives continue-as-new); the handle's own
+        # outcome is read here only so asyncio does not report it as never retrieved.
+        handle.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _record(
         self,
