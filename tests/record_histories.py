@@ -1,0 +1,121 @@
+"""Record workflow histories from real runs, for the replay tests (tests/test_replay.py).
+
+    .venv/bin/python -m tests.record_histories      # rewrites tests/histories/*.json
+
+Runs on its own dev server, mirror and worker, a few seconds of real time. Record new histories
+when you add a workflow or a code path; keep the old files, so that running workflows started by
+older code keep replaying (that is what `workflow.patched` is for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from config import Settings
+from mirror import Faults, Mirror
+from models import PauseRequest, ScheduleInput, ScheduleSpec, SyncProductsInput
+from tests.conftest import BIN, SEARCH_ATTRIBUTES
+from worker import build_worker
+from workflows.schedule import ScheduleWorkflow
+from workflows.sync_products import SyncProductsWorkflow
+
+OUT = Path(__file__).resolve().parent / "histories"
+
+
+async def save(client: Client, name: str, workflow_id: str, run_id: str | None = None) -> None:
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    (OUT / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {name}.json ({len(history.events)} events)")
+
+
+async def wait_fires(handle: WorkflowHandle, n: int) -> None:  # type: ignore[type-arg]
+    while (await handle.query(ScheduleWorkflow.describe)).state.fires < n:
+        await asyncio.sleep(0.1)
+
+
+async def record(client: Client, settings: Settings, mirror: Mirror) -> None:
+    q = settings.temporal_task_queue
+    mirror.set_faults(Faults(fail_skips=[15], throttle_next=1, retry_after_s=0))
+    await client.execute_workflow(
+        SyncProductsWorkflow.run,
+        SyncProductsInput(max_retries=1, retry_initial_interval_s=0.05),
+        id="rec-sync-products",
+        task_queue=q,
+    )
+    await save(client, "sync_products_partial", "rec-sync-products")
+
+    # a loop that fires, is paused, skips, resumes, is triggered, updated, continues-as-new
+    spec = ScheduleSpec(name="rec-loop", job="echo", every="1s", limit=5, args={"n": 1})
+    handle = await client.start_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=spec, fires_per_run=3),
+        id="schedule/rec-loop",
+        task_queue=q,
+    )
+    first_run = handle.result_run_id
+    await wait_fires(handle, 1)
+    await handle.execute_update(ScheduleWorkflow.pause, PauseRequest(note="recording"))
+    await asyncio.sleep(1.5)  # let a paused fire go by
+    await handle.execute_update(ScheduleWorkflow.resume, PauseRequest())
+    await handle.execute_update(ScheduleWorkflow.trigger)
+    await handle.execute_update(ScheduleWorkflow.update, spec.model_copy(update={"every": "2s"}))
+    await handle.result()
+    await save(client, "schedule_first_run", "schedule/rec-loop", first_run)
+    await save(client, "schedule_last_run", "schedule/rec-loop")
+
+    # overlap: skip and cancel_other, with jobs that outlast the interval
+    for policy in ("skip", "cancel_other"):
+        spec = ScheduleSpec(
+            name=f"rec-{policy}",
+            job="echo",
+            every="1s",
+            limit=3,
+            overlap=policy,
+            args={"sleep_s": 1.5},
+        )
+        await client.execute_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=spec),
+            id=f"schedule/rec-{policy}",
+            task_queue=q,
+            execution_timeout=timedelta(seconds=60),
+        )
+        await save(client, f"schedule_overlap_{policy.replace('_', '-')}", f"schedule/rec-{policy}")
+    child = [w async for w in client.list_workflows("WorkflowType = 'EchoJobWorkflow'")][0]
+    await client.get_workflow_handle(child.id).result()
+    await save(client, "echo_job", child.id)
+
+
+async def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
+    mirror = Mirror().start()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            dummyjson_base_url=mirror.url,
+            catalog_db=Path(tmp) / "catalog.db",
+            temporal_task_queue="record",
+        )
+        async with build_worker(env.client, settings):
+            await record(env.client, settings, mirror)
+    mirror.stop()
+    await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.stdout.flush()
+    os._exit(0)  # temporalio/sdk-python#300
