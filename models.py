@@ -214,7 +214,10 @@ class ScheduleState(BaseModel):
 class ScheduleInput(BaseModel):
     spec: ScheduleSpec
     state: ScheduleState = ScheduleState()
-    fires_per_run: int = Field(500, ge=1, description="continue-as-new after this many fires")
+    # Continue-as-new on waking once a run has this many fires or history events (or when
+    # Temporal suggests it), so no run's history grows past a few hundred events.
+    fires_per_run: int = Field(100, ge=1)
+    max_history_events: int = Field(400, ge=50)
 
 
 ScheduleStatus = Literal["running", "completed", "terminated", "failed", "canceled", "timed out"]

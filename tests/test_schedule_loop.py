@@ -195,3 +195,29 @@ async def test_a_worker_replaced_mid_sleep_carries_on(
         summary = await handle.result()
         await assert_children(ts_env.client, s.name, fires)
     assert summary.fires == 3
+
+
+async def test_ten_thousand_fires_keep_every_run_small(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """Continue-as-new bounds history: ~7 simulated days at one fire a minute."""
+    start = await future_midnight(ts_env)
+    s = spec(every="1m", start_at=start, limit=10_000)
+    async with build_worker(ts_env.client, settings):
+        handle = await ts_env.client.start_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=s),
+            id=f"schedule/{s.name}",
+            task_queue=settings.temporal_task_queue,
+        )
+        run_id = handle.result_run_id
+        summary = await handle.result()
+        await assert_children(ts_env.client, s.name, [start + timedelta(minutes=9_999)])
+    assert summary.fires == 10_000 and summary.last_fire == start + timedelta(minutes=9_999)
+    sizes = []
+    while run_id:
+        history = await ts_env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        sizes.append(len(history.events))
+        last = history.events[-1]
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    assert len(sizes) > 20 and max(sizes) <= 450, (len(sizes), max(sizes))

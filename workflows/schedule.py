@@ -263,9 +263,11 @@ class ScheduleWorkflow:
 
     def _should_continue_as_new(self) -> bool:
         assert self._inp is not None
+        info = workflow.info()
         return (
             self._run_fires >= self._inp.fires_per_run
-            or workflow.info().is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self._inp.max_history_events
+            or info.is_continue_as_new_suggested()
         )
 
     def _catch_up(self, due: datetime) -> datetime | None:
