@@ -76,6 +76,83 @@ def fires(cron: str, tz: str, start: str, count: int) -> list[str]:
             "2026-10-03T00:00",
             ["10-04 02:30+1100", "10-05 02:15+1100"],
         ),
+        # Berlin, fall back: 02:30 happens twice (wall-clock job: first only)
+        (
+            "30 2 * * *",
+            "Europe/Berlin",
+            "2026-10-24T12:00",
+            ["10-25 02:30+0200", "10-26 02:30+0100"],
+        ),
+        # Berlin, fall back, stepped: the repeated hour fires twice
+        (
+            "*/20 2 * * *",
+            "Europe/Berlin",
+            "2026-10-24T23:50",
+            ["10-25 02:00+0200", "10-25 02:20+0200", "10-25 02:40+0200", "10-25 02:00+0100"],
+        ),
+        # Berlin, spring forward, a range: 02:00 moves to 03:00, which is also 03:00: once
+        (
+            "0 1-3 * * *",
+            "Europe/Berlin",
+            "2026-03-28T23:30",
+            ["03-29 01:00+0100", "03-29 03:00+0200"],
+        ),
+        # New York, stepped within one hour across fall back: both 01:xx hours
+        (
+            "*/20 1 * * *",
+            "America/New_York",
+            "2026-11-01T04:50",
+            ["11-01 01:00-0400", "11-01 01:20-0400", "11-01 01:40-0400", "11-01 01:00-0500"],
+        ),
+        # New York, 0 */2 across spring forward: 02:00 does not exist, no fire
+        (
+            "0 */2 * * *",
+            "America/New_York",
+            "2026-03-08T04:30",
+            ["03-08 00:00-0500", "03-08 04:00-0400"],
+        ),
+        # Sydney, autumn fall back (first Sunday of April): 02:30 twice -> first only
+        (
+            "30 2 * * *",
+            "Australia/Sydney",
+            "2026-04-04T00:00",
+            ["04-05 02:30+1100", "04-06 02:30+1000"],
+        ),
+        # Sydney, stepped across fall back: both 02:xx hours
+        (
+            "*/30 2 * * *",
+            "Australia/Sydney",
+            "2026-04-04T14:50",
+            ["04-05 02:00+1100", "04-05 02:30+1100", "04-05 02:00+1000", "04-05 02:30+1000"],
+        ),
+        # Lord Howe, fall back by 30 minutes: 01:45 happens twice
+        (
+            "45 1 * * *",
+            "Australia/Lord_Howe",
+            "2026-04-04T00:00",
+            ["04-05 01:45+1100", "04-06 01:45+1030"],
+        ),
+        (
+            "*/15 1 * * *",
+            "Australia/Lord_Howe",
+            "2026-04-04T14:20",
+            ["04-05 01:30+1100", "04-05 01:45+1100", "04-05 01:30+1030", "04-05 01:45+1030"],
+        ),
+        # six fields across spring forward and fall back: real instants
+        (
+            "0 30 2 * * *",
+            "America/New_York",
+            "2026-03-07T12:00",
+            ["03-07 02:30-0500", "03-09 02:30-0400"],
+        ),
+        (
+            "0 30 1 * * *",
+            "America/New_York",
+            "2026-10-31T12:00",
+            ["11-01 01:30-0400", "11-01 01:30-0500"],
+        ),
+        # UTC has no transitions
+        ("30 2 * * *", "UTC", "2026-03-08T00:00", ["03-08 02:30+0000", "03-09 02:30+0000"]),
         # no DST at all
         ("0 9 * * *", "Asia/Tokyo", "2026-03-07T00:00", ["03-07 09:00+0900", "03-08 09:00+0900"]),
         # six fields: leading seconds
