@@ -171,41 +171,72 @@ async def test_start_is_idempotent_and_list_shows_the_schedule(
         await dev_env.client.get_workflow_handle(f"schedule/{name}").terminate("test done")
 
 
-@pytest.mark.parametrize(
-    ("entry", "expected"),
-    [
-        ('job = "echo"\ncron = "61 * * * *"', "cron: '61 * * * *' is not a valid cron"),
-        ('job = "echo"\ncron = "0 9 * * *"\ntimezone = "Mars/Base"', "timezone"),
-        ('job = "echo"', "set cron or every"),
-        ('job = "nope"\ncron = "@daily"', "job: unknown job 'nope'"),
-        ('job = "echo"\nevery = "soon"', "every"),
-        ('job = "echo"\nevery = "1h"\nlimit = 0', "limit"),
-        ('job = "echo"\ncron = "0 0 30 2 *"', "can never fire"),
-        ('job = "sync-products"\nargs = { batch_size = 0 }', "args.batch_size"),
-        (
-            'job = "echo"\nevery = "1h"\n'
-            "start_at = 2027-01-02T00:00:00\nend_at = 2027-01-01T00:00:00",
-            "end_at",
-        ),
-    ],
-)
-async def test_a_bad_schedules_file_starts_nothing(
-    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path, entry: str, expected: str
+BAD_ENTRIES = [
+    ('cron = "61 * * * *"', "cron: '61 * * * *' is not a valid cron"),
+    ('cron = "61 0 12 * * *"', "cron: '61 0 12 * * *' is not a valid cron"),  # seconds
+    ('cron = "* * *"', "cron: '* * *' has 3 fields"),
+    ('cron = "@reboot"', "cron: '@reboot'"),
+    ('cron = "0 9 * * *"\ntimezone = "Mars/Base"', "timezone: unknown time zone"),
+    ("", "set cron or every"),
+    ('every = "soon"', "every: 'soon' is not a duration"),
+    ('every = "0s"', "every: '0s' must be longer than zero"),
+    ("every = -5", "every: -5 must be longer than zero"),
+    ('every = "1h"\nlimit = 0', "limit: Input should be greater than or equal to 1"),
+    ('every = "1h"\nlimit = -3', "limit: Input should be greater than or equal to 1"),
+    (
+        'every = "1h"\nstart_at = 2027-01-02T00:00:00\nend_at = 2027-01-01T00:00:00',
+        "end_at must be after start_at",
+    ),
+    ('every = "1h"\nstart_at = "tomorrow"', "start_at: Input should be a valid datetime"),
+    ('cron = "0 0 30 2 *"', "cron: '0 0 30 2 *' can never fire"),
+    ('every = "1h"\noverlap = "queue"', "overlap: Input should be 'skip'"),
+    ('every = "1h"\njitter = "lots"', "jitter: 'lots' is not a duration"),
+    ('every = "1h"\ncatchup_window = "0s"', "catchup_window: '0s' must be longer than zero"),
+    ('cron = "@daily"\nafter_completion = true', "after_completion needs every"),
+    ('every = "1h"\ncrom = "@daily"', "crom: Extra inputs are not permitted"),
+    ('every = "1h"\nargs = "x"', "args: Input should be a valid dictionary"),
+    ('every = "1h"\nargs = { sleep_s = -1 }', "args.sleep_s: Input should be greater than"),
+]
+
+
+async def test_bad_specs_are_refused_and_change_nothing(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
 ) -> None:
-    good = f"good-{uuid.uuid4().hex[:8]}"
-    path = schedules_file(
-        tmp_path,
-        f'[[schedule]]\nname = "{good}"\njob = "echo"\nevery = "1h"\n\n'
-        f'[[schedule]]\nname = "bad"\n{entry}\n',
+    """Each bad entry: one line naming the field, exit 2, the running loop unchanged, and
+    the good entry before it in the same file not started."""
+    running = f"run-{uuid.uuid4().hex[:8]}"
+    env = cli_env(settings, client_address(dev_env.client))
+    good = (
+        f'[[schedule]]\nname = "{running}"\njob = "echo"\nevery = "1h"\n'
+        "start_at = 2030-01-01T00:00:00\n"
     )
-    code, out, err = await starter(
-        "start", "--file", str(path), env=cli_env(settings, client_address(dev_env.client))
-    )
-    assert code == 2
-    line = one_line(err)
-    assert "schedule 'bad'" in line and expected in line, line
-    with pytest.raises(RPCError):  # the valid entry before it was not started either
-        await dev_env.client.get_workflow_handle(f"schedule/{good}").describe()
+    cases = [(f'job = "echo"\n{e}', m) for e, m in BAD_ENTRIES] + [
+        ('job = "nope"\ncron = "@daily"', "job: unknown job 'nope'"),
+        ('job = "sync-products"\nargs = { batch_size = 0 }', "args.batch_size"),
+    ]
+    assert len(cases) >= 20
+    async with build_worker(dev_env.client, settings):
+        path = schedules_file(tmp_path, good)
+        assert (await starter("start", "--file", str(path), env=env))[0] == 0
+        handle = dev_env.client.get_workflow_handle(f"schedule/{running}")
+        before = await handle.query("describe")
+        for entry, expected in cases:
+            fresh = f"fresh-{uuid.uuid4().hex[:8]}"
+            # the running loop's entry changed (every 2h) plus a new good one: all or nothing
+            path.write_text(
+                good.replace('"1h"', '"2h"')
+                + f'\n[[schedule]]\nname = "{fresh}"\njob = "echo"\nevery = "1h"\n'
+                + f'\n[[schedule]]\nname = "bad"\n{entry}\n'
+            )
+            for command in ("start", "update"):
+                code, out, err = await starter(command, "--file", str(path), env=env)
+                assert code == 2, (entry, out, err)
+                line = one_line(err)
+                assert "schedule 'bad'" in line and expected in line, (entry, line)
+            with pytest.raises(RPCError):
+                await dev_env.client.get_workflow_handle(f"schedule/{fresh}").describe()
+            assert await handle.query("describe") == before, entry
+        await handle.terminate("test done")
 
 
 async def test_control_commands_on_a_running_schedule(
