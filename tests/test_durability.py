@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
 from models import ScheduleInput, ScheduleSummary
 from tests.conftest import BIN, SEARCH_ATTRIBUTES
+from tests.test_cli import ROOT
 from tests.test_schedule_loop import spec, wait_for
 from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
+from workflows.timemath import fire_id
 
 
 def free_port() -> int:
@@ -67,3 +76,100 @@ async def test_server_restart_while_sleeping_fires_on_time_with_counts_intact(
         await env.shutdown()
     assert summary.fires == 2 and summary.missed == 0  # count kept across the restart
     assert abs(child.start_time - second) < timedelta(seconds=2)  # and on time
+
+
+async def test_children_are_searchable_by_schedule_name_and_fire_time(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """`temporal workflow list --query "ScheduleName='…'"` finds a schedule's runs."""
+    begin = (await dev_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
+    s = spec(every="1s", start_at=begin, limit=2)
+    async with build_worker(dev_env.client, settings):
+        await dev_env.client.execute_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=s),
+            id=f"schedule/{s.name}",
+            task_queue=settings.temporal_task_queue,
+        )
+    address = dev_env.client.service_client.config.target_host
+
+    found: list[dict[str, object]] = []
+
+    async def listed() -> bool:  # visibility is eventually consistent
+        proc = await asyncio.create_subprocess_exec(
+            str(BIN / "temporal"),
+            "workflow",
+            "list",
+            "--address",
+            address,
+            "--query",
+            f"ScheduleName='{s.name}' AND ScheduledFireTime >= '{begin.isoformat()}'",
+            "--output",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await proc.communicate()
+        found[:] = json.loads(out or b"[]")
+        return len(found) == 2
+
+    await wait_for(listed)
+    ids = sorted(str(row["execution"]["workflowId"]) for row in found)  # type: ignore[index]
+    assert ids == [f"{s.name}/{fire_id(begin + timedelta(seconds=k))}" for k in (0, 1)]
+
+
+async def test_a_worker_killed_during_fires_loses_and_doubles_nothing(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """kill -9 the worker process just as fires are due, twice; a new one takes over each time.
+    Every slot then either ran exactly once or is counted as missed."""
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
+        "DUMMYJSON_BASE_URL": settings.dummyjson_base_url,
+        "CATALOG_DB": str(settings.catalog_path),
+    }
+    every = timedelta(seconds=3)
+    begin = (await dev_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=2)
+    s = spec(every="3s", start_at=begin, limit=5)
+    handle = await dev_env.client.start_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=s),
+        id=f"schedule/{s.name}",
+        task_queue=settings.temporal_task_queue,
+    )
+
+    def worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    proc = worker()
+    try:
+        for _ in range(2):
+            view = await handle.query(ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=30))
+            due = view.next_fires[0]
+            # real time: the moment to kill is the fire itself
+            await asyncio.sleep((due - await dev_env.get_current_time()).total_seconds() + 0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc = worker()
+        summary = await asyncio.wait_for(handle.result(), 120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+    assert summary.fires == 5
+    slots = int((summary.last_fire - begin) / every) + 1  # type: ignore[operator]
+    ran = 0
+    for k in range(slots):
+        child = dev_env.client.get_workflow_handle(f"{s.name}/{fire_id(begin + k * every)}")
+        try:
+            await child.describe()
+        except RPCError:
+            continue
+        ran += 1
+    assert ran == summary.fires  # each counted fire has its one child (ids cannot repeat)
+    assert ran + summary.missed == slots  # and every other slot is counted as missed

@@ -44,6 +44,8 @@ SCHEDULE_NAME = SearchAttributeKey.for_keyword("ScheduleName")
 SCHEDULED_FIRE_TIME = SearchAttributeKey.for_datetime("ScheduledFireTime")
 RECENT = 10
 MISSED_COUNT_CAP = 10_000  # beyond this many missed fires in one wake, stop counting one by one
+# The loop's own activities are short; a worker that dies in one is noticed after this long.
+LOOP_ACTIVITY_TIMEOUT = timedelta(seconds=10)
 EXPANSION_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
 
 
@@ -314,7 +316,7 @@ class ScheduleWorkflow:
                 "expand_schedule",
                 ExpansionRequest(name=spec.name, job=spec.job, fire_time=fire, args=spec.args),
                 result_type=list[dict[str, Any]],
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=LOOP_ACTIVITY_TIMEOUT,
                 retry_policy=EXPANSION_RETRY,
             )
         except ActivityError as exc:
@@ -349,7 +351,7 @@ class ScheduleWorkflow:
                 "still_running",
                 list(state.running),
                 result_type=list[str],
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=LOOP_ACTIVITY_TIMEOUT,
                 retry_policy=EXPANSION_RETRY,
             )
         )
