@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -221,3 +222,54 @@ async def test_ten_thousand_fires_keep_every_run_small(
         last = history.events[-1]
         run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
     assert len(sizes) > 20 and max(sizes) <= 450, (len(sizes), max(sizes))
+
+
+@pytest.mark.parametrize(
+    ("cron", "tz", "start_at", "expected"),
+    [
+        # wall-clock job, fall back: 01:30 New York once
+        ("30 1 * * *", "America/New_York", "2027-11-06T12:00:00", ["11-07 05:30", "11-08 06:30"]),
+        # stepped job, fall back: the repeated 01:xx hour fires twice
+        (
+            "*/30 1 * * *",
+            "America/New_York",
+            "2027-11-07T00:00:00",
+            ["11-07 05:00", "11-07 05:30", "11-07 06:00", "11-07 06:30"],
+        ),
+        # Berlin spring forward, every two hours: 02:00 does not exist
+        ("0 */2 * * *", "Europe/Berlin", "2027-03-28T00:00:00", ["03-27 23:00", "03-28 02:00"]),
+        # Sydney spring forward: 02:30 runs at 03:00
+        ("30 2 * * *", "Australia/Sydney", "2027-10-03T00:00:00", ["10-02 16:00", "10-03 15:30"]),
+        # Lord Howe: 02:15 inside its 30-minute gap runs at 02:30
+        (
+            "15 2 * * *",
+            "Australia/Lord_Howe",
+            "2027-10-03T00:00:00",
+            ["10-02 15:30", "10-03 15:15"],
+        ),
+    ],
+)
+async def test_daylight_saving_through_the_real_loop(
+    ts_env: WorkflowEnvironment,
+    settings: Settings,
+    cron: str,
+    tz: str,
+    start_at: str,
+    expected: list[str],
+) -> None:
+    """The loop itself (not only the maths) fires at the DST-rule instants (UTC below)."""
+    year = int(start_at[:4])
+    fires = [
+        datetime.strptime(f"{year}-{e}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC) for e in expected
+    ]
+    s = spec(cron=cron, timezone=tz, start_at=start_at, limit=len(fires))
+    summary = await run_loop(ts_env, settings, s, fires)
+    assert summary.fires == len(fires) and summary.last_fire == fires[-1]
+
+
+async def test_end_at_completes_the_loop(ts_env: WorkflowEnvironment, settings: Settings) -> None:
+    start = await future_midnight(ts_env)
+    fires = [start + timedelta(hours=k) for k in range(3)]
+    s = spec(every="1h", start_at=start, end_at=start + timedelta(hours=2, minutes=30))
+    summary = await run_loop(ts_env, settings, s, fires)
+    assert (summary.fires, summary.reason) == (3, "end_at passed")

@@ -24,7 +24,11 @@ HOUR = timedelta(hours=1)
 
 
 async def observe(
-    env: WorkflowEnvironment, settings: Settings, until: timedelta, **fields: Any
+    env: WorkflowEnvironment,
+    settings: Settings,
+    until: timedelta,
+    fires_per_run: int = 100,
+    **fields: Any,
 ) -> tuple[datetime, str, ScheduleView]:
     """Start a loop at a whole second, let `until` of schedule time pass, describe it."""
     begin = (await env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
@@ -32,7 +36,7 @@ async def observe(
     async with build_worker(env.client, settings):
         handle = await env.client.start_workflow(
             ScheduleWorkflow.run,
-            ScheduleInput(spec=s),
+            ScheduleInput(spec=s, fires_per_run=fires_per_run),
             id=f"schedule/{s.name}",
             task_queue=settings.temporal_task_queue,
         )
@@ -213,3 +217,25 @@ async def test_catch_up_window_drops_fires_older_than_it(
         and r.scheduled >= slot - timedelta(seconds=3)
         and r.scheduled <= slot
     ]
+
+
+async def test_overlap_is_judged_across_continue_as_new(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """Dev server, real time (the test server cannot continue-as-new past a running child):
+    a new run after every fire still knows the previous fire's job is running."""
+    begin = (await dev_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
+    s = spec(every="2s", start_at=begin, limit=2, args={"sleep_s": 3})
+    async with build_worker(dev_env.client, settings):
+        summary = await dev_env.client.execute_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=s, fires_per_run=1),
+            id=f"schedule/{s.name}",
+            task_queue=settings.temporal_task_queue,
+        )
+        # 0 s runs until 3 s, so the 2 s fire (in a new run) is skipped; 4 s runs
+        assert summary.fires == 2 and summary.skipped == {"overlap": 1}
+        assert summary.last_fire == begin + timedelta(seconds=4)
+        await dev_env.client.get_workflow_handle(
+            f"{s.name}/{fire_id(begin + timedelta(seconds=4))}"
+        ).result()
