@@ -17,10 +17,10 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from models import ScheduleInput, ScheduleSummary
+from models import ScheduleSummary
 from tests.conftest import BIN, SEARCH_ATTRIBUTES
 from tests.test_cli import ROOT
-from tests.test_schedule_loop import spec, wait_for
+from tests.test_schedule_loop import spec, start_loop, wait_for
 from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
 from workflows.timemath import fire_id
@@ -48,13 +48,8 @@ async def test_server_restart_while_sleeping_fires_on_time_with_counts_intact(
     db, port = tmp_path / "temporal.db", free_port()
     env = await dev_server(db, port)
     begin = (await env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
-    s = spec(every="8s", start_at=begin, limit=2)
-    handle = await env.client.start_workflow(
-        ScheduleWorkflow.run,
-        ScheduleInput(spec=s),
-        id=f"schedule/{s.name}",
-        task_queue=settings.temporal_task_queue,
-    )
+    s = spec(every="15s", start_at=begin, limit=2)  # room for the restart
+    handle = await start_loop(env, settings, s)
 
     async def fired_once() -> bool:
         return (await handle.query(ScheduleWorkflow.describe)).state.fires == 1
@@ -68,14 +63,15 @@ async def test_server_restart_while_sleeping_fires_on_time_with_counts_intact(
         async with build_worker(env.client, settings):
             loop = env.client.get_workflow_handle(f"schedule/{s.name}", result_type=ScheduleSummary)
             summary = await loop.result()
-            second = begin + timedelta(seconds=8)
+            second = begin + timedelta(seconds=15)
             child = await env.client.get_workflow_handle(
                 f"{s.name}/{second:%Y%m%dT%H%M%SZ}"
             ).describe()
     finally:
         await env.shutdown()
     assert summary.fires == 2 and summary.missed == 0  # count kept across the restart
-    assert abs(child.start_time - second) < timedelta(seconds=2)  # and on time
+    # and on time: the dev server's timer queue may take a moment after a restart
+    assert abs(child.start_time - second) < timedelta(seconds=3)
 
 
 async def test_children_are_searchable_by_schedule_name_and_fire_time(
@@ -85,12 +81,7 @@ async def test_children_are_searchable_by_schedule_name_and_fire_time(
     begin = (await dev_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
     s = spec(every="1s", start_at=begin, limit=2)
     async with build_worker(dev_env.client, settings):
-        await dev_env.client.execute_workflow(
-            ScheduleWorkflow.run,
-            ScheduleInput(spec=s),
-            id=f"schedule/{s.name}",
-            task_queue=settings.temporal_task_queue,
-        )
+        await (await start_loop(dev_env, settings, s)).result()
     address = dev_env.client.service_client.config.target_host
 
     found: list[dict[str, object]] = []
@@ -132,12 +123,7 @@ async def test_a_worker_killed_during_fires_loses_and_doubles_nothing(
     every = timedelta(seconds=3)
     begin = (await dev_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=2)
     s = spec(every="3s", start_at=begin, limit=5)
-    handle = await dev_env.client.start_workflow(
-        ScheduleWorkflow.run,
-        ScheduleInput(spec=s),
-        id=f"schedule/{s.name}",
-        task_queue=settings.temporal_task_queue,
-    )
+    handle = await start_loop(dev_env, settings, s)
 
     def worker() -> subprocess.Popen[bytes]:
         return subprocess.Popen(

@@ -5,26 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from models import PauseRequest, ScheduleInput, ScheduleSpec, ScheduleSummary
-from tests.test_schedule_loop import assert_children, spec, wait_for
+from models import PauseRequest, ScheduleSpec
+from tests.test_schedule_loop import assert_children, spec, start_loop, wait_for
 from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
 from workflows.timemath import fire_id
-
-
-async def start(
-    env: WorkflowEnvironment, settings: Settings, s: ScheduleSpec
-) -> WorkflowHandle[ScheduleWorkflow, ScheduleSummary]:
-    return await env.client.start_workflow(
-        ScheduleWorkflow.run,
-        ScheduleInput(spec=s),
-        id=f"schedule/{s.name}",
-        task_queue=settings.temporal_task_queue,
-    )
 
 
 async def test_pause_skips_fires_and_resume_runs_them_again(
@@ -33,12 +22,13 @@ async def test_pause_skips_fires_and_resume_runs_them_again(
     begin = (await ts_env.get_current_time()).replace(microsecond=0)
     s = spec(every="1h", start_at=begin, limit=3)
     async with build_worker(ts_env.client, settings):
-        handle = await start(ts_env, settings, s)
+        handle = await start_loop(ts_env, settings, s)
 
-        async def fires(n: int) -> bool:
-            return (await handle.query(ScheduleWorkflow.describe)).state.fires == n
+        async def first_job_reported() -> bool:  # its signal handled before time skips
+            view = await handle.query(ScheduleWorkflow.describe)
+            return view.state.fires == 1 and not view.state.running
 
-        await wait_for(lambda: fires(1))
+        await wait_for(first_job_reported)
         assert await handle.execute_update(
             ScheduleWorkflow.pause, PauseRequest(note="maintenance")
         ) == ("paused: maintenance")
@@ -62,7 +52,7 @@ async def test_trigger_fires_now_and_does_not_count_toward_the_limit(
     now = await ts_env.get_current_time()
     s = spec(every="1d", start_at=now + timedelta(days=1), limit=1)
     async with build_worker(ts_env.client, settings):
-        handle = await start(ts_env, settings, s)
+        handle = await start_loop(ts_env, settings, s)
         assert await handle.execute_update(ScheduleWorkflow.trigger) == "triggered"
 
         async def triggered() -> bool:
@@ -86,7 +76,7 @@ async def test_update_takes_effect_from_the_next_fire_and_keeps_counts(
     begin = (await ts_env.get_current_time()).replace(microsecond=0)
     s = spec(every="1d", start_at=begin, limit=3)
     async with build_worker(ts_env.client, settings):
-        handle = await start(ts_env, settings, s)
+        handle = await start_loop(ts_env, settings, s)
 
         async def fired() -> bool:
             return (await handle.query(ScheduleWorkflow.describe)).state.fires == 1
@@ -112,7 +102,7 @@ async def test_delete_ends_the_loop_and_leaves_running_jobs(
     begin = (await ts_env.get_current_time()).replace(microsecond=0)
     s = spec(every="1h", start_at=begin, args={"sleep_s": 600})
     async with build_worker(ts_env.client, settings):
-        handle = await start(ts_env, settings, s)
+        handle = await start_loop(ts_env, settings, s)
         child = ts_env.client.get_workflow_handle(f"{s.name}/{fire_id(begin)}")
 
         async def child_running() -> bool:
@@ -150,7 +140,7 @@ async def test_a_rejected_update_changes_nothing_and_says_why(
     now = await ts_env.get_current_time()
     s = spec(every="1d", start_at=now + timedelta(days=1))
     async with build_worker(ts_env.client, settings):
-        handle = await start(ts_env, settings, s)
+        handle = await start_loop(ts_env, settings, s)
         before = await handle.query(ScheduleWorkflow.describe)
         if isinstance(arg, dict):
             arg = ScheduleSpec.model_construct(**{**s.model_dump(), **arg})

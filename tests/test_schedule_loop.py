@@ -10,7 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -27,6 +32,18 @@ def spec(**fields: Any) -> ScheduleSpec:
     )
 
 
+async def start_loop(
+    env: WorkflowEnvironment, settings: Settings, s: ScheduleSpec, **inp: Any
+) -> WorkflowHandle[ScheduleWorkflow, ScheduleSummary]:
+    """Start a schedule loop as the starter does, on the test's own task queue."""
+    return await env.client.start_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=s, **inp),
+        id=f"schedule/{s.name}",
+        task_queue=settings.temporal_task_queue,
+    )
+
+
 async def run_loop(
     env: WorkflowEnvironment,
     settings: Settings,
@@ -40,12 +57,7 @@ async def run_loop(
     server's clock still for every later test.)
     """
     async with build_worker(env.client, settings):
-        summary = await env.client.execute_workflow(
-            ScheduleWorkflow.run,
-            ScheduleInput(spec=s, **inp),
-            id=f"schedule/{s.name}",
-            task_queue=settings.temporal_task_queue,
-        )
+        summary = await (await start_loop(env, settings, s, **inp)).result()
         await assert_children(env.client, s.name, fires)
     return summary
 
@@ -177,12 +189,7 @@ async def test_a_worker_replaced_mid_sleep_carries_on(
     start = (await ts_env.get_current_time()).replace(microsecond=0)
     fires = [start + timedelta(hours=k) for k in range(3)]
     s = spec(every="1h", start_at=start, limit=3)
-    handle = await ts_env.client.start_workflow(
-        ScheduleWorkflow.run,
-        ScheduleInput(spec=s),
-        id=f"schedule/{s.name}",
-        task_queue=settings.temporal_task_queue,
-    )
+    handle = await start_loop(ts_env, settings, s)
 
     async def fired_once() -> bool:
         return (await handle.query(ScheduleWorkflow.describe)).state.fires == 1
@@ -198,6 +205,7 @@ async def test_a_worker_replaced_mid_sleep_carries_on(
     assert summary.fires == 3
 
 
+@pytest.mark.timeout(1800)  # about 7 minutes here: the test server slows as workflows pile up
 async def test_ten_thousand_fires_keep_every_run_small(
     ts_env: WorkflowEnvironment, settings: Settings
 ) -> None:
@@ -205,12 +213,7 @@ async def test_ten_thousand_fires_keep_every_run_small(
     start = await future_midnight(ts_env)
     s = spec(every="1m", start_at=start, limit=10_000)
     async with build_worker(ts_env.client, settings):
-        handle = await ts_env.client.start_workflow(
-            ScheduleWorkflow.run,
-            ScheduleInput(spec=s),
-            id=f"schedule/{s.name}",
-            task_queue=settings.temporal_task_queue,
-        )
+        handle = await start_loop(ts_env, settings, s)
         run_id = handle.result_run_id
         summary = await handle.result()
         await assert_children(ts_env.client, s.name, [start + timedelta(minutes=9_999)])

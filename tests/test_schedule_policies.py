@@ -14,8 +14,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from models import ScheduleInput, ScheduleView
-from tests.test_schedule_loop import spec, wait_for
+from models import ScheduleView
+from tests.test_schedule_loop import spec, start_loop, wait_for
 from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
 from workflows.timemath import fire_id
@@ -34,12 +34,7 @@ async def observe(
     begin = (await env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
     s = spec(start_at=begin, **fields)
     async with build_worker(env.client, settings):
-        handle = await env.client.start_workflow(
-            ScheduleWorkflow.run,
-            ScheduleInput(spec=s, fires_per_run=fires_per_run),
-            id=f"schedule/{s.name}",
-            task_queue=settings.temporal_task_queue,
-        )
+        handle = await start_loop(env, settings, s, fires_per_run=fires_per_run)
         await env.sleep(until + timedelta(seconds=1))
         view = await handle.query(ScheduleWorkflow.describe)
         await handle.terminate("observed")
@@ -161,12 +156,7 @@ async def _worker_away(
     every = timedelta(seconds=3)
     begin = (await env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
     s = spec(every="3s", start_at=begin, **fields)
-    handle = await env.client.start_workflow(
-        ScheduleWorkflow.run,
-        ScheduleInput(spec=s),
-        id=f"schedule/{s.name}",
-        task_queue=settings.temporal_task_queue,
-    )
+    handle = await start_loop(env, settings, s)
 
     async def state() -> Any:
         return (await handle.query(ScheduleWorkflow.describe)).state
@@ -227,12 +217,7 @@ async def test_overlap_is_judged_across_continue_as_new(
     begin = (await dev_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
     s = spec(every="2s", start_at=begin, limit=2, args={"sleep_s": 3})
     async with build_worker(dev_env.client, settings):
-        summary = await dev_env.client.execute_workflow(
-            ScheduleWorkflow.run,
-            ScheduleInput(spec=s, fires_per_run=1),
-            id=f"schedule/{s.name}",
-            task_queue=settings.temporal_task_queue,
-        )
+        summary = await (await start_loop(dev_env, settings, s, fires_per_run=1)).result()
         # 0 s runs until 3 s, so the 2 s fire (in a new run) is skipped; 4 s runs
         assert summary.fires == 2 and summary.skipped == {"overlap": 1}
         assert summary.last_fire == begin + timedelta(seconds=4)
