@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -220,9 +220,6 @@ class ScheduleInput(BaseModel):
     max_history_events: int = Field(400, ge=50)
 
 
-ScheduleStatus = Literal["running", "completed", "terminated", "failed", "canceled", "timed out"]
-
-
 class ScheduleView(BaseModel):
     """The `describe` query: enough for `starter.py list` and the Web UI."""
 
@@ -262,7 +259,3 @@ class ExpansionRequest(BaseModel):
     job: str
     fire_time: datetime
     args: dict[str, Any] = {}
-
-
-def utc(instant: datetime) -> datetime:
-    return instant.astimezone(UTC)

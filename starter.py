@@ -405,7 +405,7 @@ def _flag_of(exc: ValueError, args: argparse.Namespace) -> str:
     text = str(exc)
     if "time zone" in text:
         return "--tz"
-    if "isoformat" in text or "Invalid isoformat" in text:
+    if "isoformat" in text:
         return "--start-at/--after"
     return "--cron" if args.cron else "--every"
 

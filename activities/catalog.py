@@ -253,13 +253,6 @@ class SqliteCatalog:
             )
             _write_variant(conn, row_id, p.variant, now)
 
-    def count(self, tenant: str = "default") -> int:
-        with self._transaction(write=False) as conn:
-            (n,) = conn.execute(
-                "SELECT count(*) FROM products WHERE tenant = ?", (tenant,)
-            ).fetchone()
-            return int(n)
-
 
 def _columns(p: CatalogProduct) -> tuple[Any, ...]:
     return (
