@@ -6,18 +6,20 @@ line naming the variable and the fix, before anything is started or written.
 
 from __future__ import annotations
 
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows.timemath import parse_cron
 
 TASK_QUEUE = "scheduled-jobs"
 DEFAULT_DUMMYJSON_URL = "https://dummyjson.com"
+SESSION_SECRET_MIN = 32
 
 
 class UserError(Exception):
@@ -54,6 +56,27 @@ class Settings(BaseSettings):
     sync_products_max_retries: int = Field(2, ge=0, le=20)
     sync_products_schedule: str = "*/2 * * * *"
     sync_products_dry_run: bool = False
+    # Signs Ductape session tokens; unset: a random one kept in DATA_DIR/session.secret.
+    session_secret: SecretStr | None = None
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < SESSION_SECRET_MIN:
+            raise ValueError(f"must be at least {SESSION_SECRET_MIN} characters")
+        return value
+
+    def session_key(self) -> str:
+        """SESSION_SECRET, or the data directory's own (made on first use, readable by you only),
+        so the worker and `starter.py session create` on one machine agree without setup."""
+        if self.session_secret is not None:
+            return self.session_secret.get_secret_value()
+        path = self.data_dir / "session.secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+        return path.read_text(encoding="utf-8").strip()
 
     @field_validator("dummyjson_base_url")
     @classmethod
@@ -86,6 +109,8 @@ _FIXES = {
     "sync_products_schedule": "a cron expression like '*/2 * * * *'",
     "sync_products_dry_run": "true or false",
     "dummyjson_base_url": "a URL like http://127.0.0.1:8787",
+    "session_secret": "a random string, e.g. from `python -c 'import secrets; "
+    "print(secrets.token_urlsafe(48))'`",
 }
 
 
@@ -96,7 +121,7 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
-        value = err.get("input")
+        value = "(hidden)" if field == "session_secret" else err.get("input")
         reason = err["msg"].removeprefix("Value error, ")
         fix = _FIXES.get(field)
         hint = f"; set it to {fix}" if fix else ""

@@ -23,15 +23,44 @@ from typing import Any
 
 import httpx
 
-from config import UserError, exit_on_user_error, load_settings
+from activities.connections import ConnectionStore, NewConnection
+from config import Settings, UserError, exit_on_user_error, load_settings
+from schedule_client import start_schedules
 from schedules_file import DEFAULT_FILE, load_schedules
-from starter import start_schedules
 from temporal_client import connect, exit_process
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
 SEARCH_ATTRIBUTES = ("ScheduleName=Keyword", "ScheduledFireTime=Datetime")
 STARTUP_TIMEOUT_S = 60.0
+
+
+# Three demo connections (ShipEngine's "user connections"): one syncs the whole source, two sync
+# one category each; the local mirror accepts exactly the keys of the registry's connections.
+DEMO_CONNECTIONS = (
+    NewConnection(id="acme", name="Acme Store (all products)", api_key="demo-key-acme"),  # type: ignore[arg-type]
+    NewConnection(
+        id="globex",
+        name="Globex Beauty",
+        api_key="demo-key-globex",  # type: ignore[arg-type]
+        scope="beauty",
+    ),
+    NewConnection(
+        id="initech",
+        name="Initech Groceries",
+        api_key="demo-key-initech",  # type: ignore[arg-type]
+        scope="groceries",
+    ),
+)
+
+
+def seed_connections(settings: Settings) -> list[str]:
+    """Add the demo connections the first time; later runs keep whatever the user changed."""
+    store = ConnectionStore(settings.catalog_path)
+    if not store.list():
+        for conn in DEMO_CONNECTIONS:
+            store.add(conn)
+    return [c.api_key.get_secret_value() for c in store.list()]
 
 
 def port_free(host: str, port: int) -> bool:
@@ -80,6 +109,7 @@ class Stack:
             stdout=out,
             stderr=subprocess.STDOUT if log else None,
             start_new_session=True,
+            preexec_fn=_default_sigint,
         )
         self.procs.append((name, proc))
         return proc
@@ -116,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     specs = load_schedules(args.file, settings)  # a bad file stops us before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = seed_connections(settings)
     env = dict(os.environ)
     stack = Stack(settings.data_dir)
     ui_url = None
@@ -154,15 +185,16 @@ def run(args: argparse.Namespace) -> int:
         if "DUMMYJSON_BASE_URL" not in os.environ:
             mirror_port = args.mirror_port
             require_port(mirror_port, "DummyJSON mirror", "--mirror-port, or DUMMYJSON_BASE_URL")
+            key_args = [arg for key in keys for arg in ("--api-key", key)]
             proc = stack.spawn(
                 "mirror",
-                [sys.executable, "-m", "mirror", "--port", str(mirror_port)],
+                [sys.executable, "-m", "mirror", "--port", str(mirror_port), *key_args],
                 env,
                 log=True,
             )
             env["DUMMYJSON_BASE_URL"] = f"http://127.0.0.1:{mirror_port}"
             wait_until(
-                lambda: http_ready(f"{env['DUMMYJSON_BASE_URL']}/products?limit=1"),
+                lambda: http_ready(f"{env['DUMMYJSON_BASE_URL']}/__mirror/auth"),
                 proc,
                 "DummyJSON mirror",
                 settings.data_dir / "mirror.log",
@@ -180,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
             f"  Temporal Web UI   {ui_url or '(your server: ' + settings.temporal_address + ')'}\n"
             f"  DummyJSON source  {env['DUMMYJSON_BASE_URL']}/products\n"
             f"  catalog           {settings.catalog_path}\n"
+            f"  connections       {len(keys)}: .venv/bin/python starter.py connections list\n"
             f"  task queue        {settings.temporal_task_queue}\n"
             "  schedules         python starter.py list   (in another terminal, with .venv)\n"
             "  ad hoc sync       .venv/bin/python starter.py run sync-products\n"
@@ -202,6 +235,12 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _default_sigint() -> None:
+    """A shell starts background jobs with SIGINT ignored, and children inherit that: restore
+    it, so the Ctrl-C (SIGINT) we send each process on stop still stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack.py", description=__doc__)
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="schedules file")
@@ -209,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ui-port", type=int, default=8233, help="Web UI port")
     p.add_argument("--mirror-port", type=int, default=8787, help="DummyJSON mirror port")
     args = p.parse_args(argv)
+    # Installed explicitly: under a background shell job SIGINT starts out ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     return int(exit_on_user_error(lambda: run(args)))
 
 

@@ -23,6 +23,19 @@ class SyncProductsInput(BaseModel):
     concurrency: int = Field(4, ge=1, le=32, description="batches in flight at once")
     retry_initial_interval_s: float = Field(1.0, gt=0, le=60)
     tenant: str = "default"
+    # Set by the per-connection fan-out: the activities load this connection's key and scope at
+    # run time, and its products go to its own part of the catalog. Never the key itself.
+    connection_id: str | None = None
+
+    @property
+    def catalog_tenant(self) -> str:
+        return self.connection_id or self.tenant
+
+
+class SourceRequest(BaseModel):
+    """Which source to read: the public one, or one connection's (its key, its scope)."""
+
+    connection_id: str | None = None
 
 
 class BatchRequest(BaseModel):
@@ -30,6 +43,7 @@ class BatchRequest(BaseModel):
     limit: int = Field(ge=1)
     dry_run: bool = False
     tenant: str = "default"
+    connection_id: str | None = None
 
 
 class ProductError(BaseModel):
@@ -77,12 +91,31 @@ class SyncReport(BaseModel):
     batches_done: int = 0
     duration_s: float = 0.0
     examples: dict[str, list[str]] = {}
+    connection_id: str | None = None
+
+    @property
+    def error(self) -> str | None:
+        """Why a failed sync failed, in one line (the schedule shows it per child)."""
+        if self.status != "failed":
+            return None
+        first = self.failed_batches[0].error if self.failed_batches else "every product failed"
+        return f"connection {self.connection_id}: {first}" if self.connection_id else first
 
 
 # --- schedules -------------------------------------------------------------------------------
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+KEY_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # a child's key: the last part of its workflow id
 OverlapPolicy = Literal["skip", "buffer_one", "allow_all", "cancel_other"]
+
+
+class SessionRef(BaseModel):
+    """A Ductape session attached to a job: the token fills `$Session{tag}{key}` placeholders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tag: str = Field(min_length=1)
+    token: str = Field(min_length=1)
 
 
 class ScheduleSpec(BaseModel):
@@ -103,6 +136,16 @@ class ScheduleSpec(BaseModel):
     catchup_window: str | int = "1d"
     jitter: str | int | None = None
     after_completion: bool = False
+    # What a fire runs: a function of expansions.py by name; None = the job's default
+    # ("connections": one child per active connection, or "once": one child with args).
+    expansion: str | None = Field(None, pattern=NAME_PATTERN)
+    api_code: str = Field("dummyjson", pattern=NAME_PATTERN)  # whose connections fan out
+    # Attempts after the first: of the expansion, and of a job whose workflow fails.
+    retries: int | None = Field(None, ge=0, le=20)
+    # Ductape: identical requests (same cache tag, job and input) run once per cache_ttl.
+    cache: str | None = Field(None, pattern=KEY_PATTERN)
+    cache_ttl: str | int = "1h"
+    session: SessionRef | None = None
 
     @field_validator("cron")
     @classmethod
@@ -111,7 +154,7 @@ class ScheduleSpec(BaseModel):
             parse_cron(value)
         return value
 
-    @field_validator("every", "catchup_window", "jitter")
+    @field_validator("every", "catchup_window", "jitter", "cache_ttl")
     @classmethod
     def _duration(cls, value: str | int | None) -> str | int | None:
         if value is not None:
@@ -147,6 +190,15 @@ class ScheduleSpec(BaseModel):
     @property
     def jitter_max(self) -> timedelta | None:
         return None if self.jitter is None else parse_duration(self.jitter)
+
+    @property
+    def job_options(self) -> JobOptions:
+        return JobOptions(
+            retries=self.retries,
+            cache=self.cache,
+            cache_ttl_s=parse_duration(self.cache_ttl).total_seconds(),
+            session=self.session,
+        )
 
     def timing(self, created_at: datetime) -> Timing:
         """The fire-time calculator; `created_at` anchors `every` when there is no start_at."""
@@ -189,6 +241,7 @@ class FireRecord(BaseModel):
     outcome: FireOutcome
     children: list[str] = []
     error: str | None = None
+    jobs: int | None = None  # how many jobs the fire started, when a fan-out workflow runs them
 
 
 class ScheduleState(BaseModel):
@@ -209,6 +262,7 @@ class ScheduleState(BaseModel):
     last_finished: datetime | None = None  # when the last child finished (after_completion)
     job_failures: int = 0
     recent: list[FireRecord] = []
+    job_errors: dict[str, str] = {}  # child id -> why it failed, the last few
 
 
 class ScheduleInput(BaseModel):
@@ -248,6 +302,7 @@ class JobFinished(BaseModel):
 
     child_id: str
     outcome: Literal["completed", "failed", "canceled"]
+    error: str | None = None
 
 
 class PauseRequest(BaseModel):
@@ -259,3 +314,70 @@ class ExpansionRequest(BaseModel):
     job: str
     fire_time: datetime
     args: dict[str, Any] = {}
+    # Since keyed expansion (workflow.patched "keyed-expansion"):
+    expansion: str | None = None
+    api_code: str = "dummyjson"
+    fire_key: str = ""  # `<name>/<fire time>`: names stored pages of a large expansion
+
+
+class ExpandedInput(BaseModel):
+    """One child of a fire: its args, and the key that ends its workflow id (None: no suffix)."""
+
+    key: str | None
+    args: dict[str, Any]
+
+
+class Expansion(BaseModel):
+    """What one fire runs. Small ones travel inline; large ones are stored in pages in the
+    application database (`ref`), so no payload or history carries all inputs at once."""
+
+    function: str
+    count: int
+    inputs: list[ExpandedInput] = []
+    ref: str | None = None
+    pages: int = 0
+    note: str | None = None  # why an expansion is empty, for the fire's record
+
+
+class JobOptions(BaseModel):
+    """How each job of a schedule runs (Ductape's retries / cache / session)."""
+
+    retries: int | None = None
+    cache: str | None = None
+    cache_ttl_s: float = 3600.0
+    session: SessionRef | None = None
+
+
+class ResolveSession(BaseModel):
+    input: Any
+    session: SessionRef | None = None
+
+
+class FanOutInput(BaseModel):
+    """A large fire: the fan-out workflow starts its jobs page by page, a few pages at a time."""
+
+    name: str
+    job: str
+    fire_time: datetime
+    ref: str
+    pages: int
+    count: int
+    options: JobOptions = JobOptions()
+    window: int = Field(4, ge=1, le=100)  # pages (batch workflows) in flight at once
+
+
+class FanOutPage(BaseModel):
+    name: str
+    job: str
+    fire_time: datetime
+    ref: str
+    page: int
+    options: JobOptions = JobOptions()
+
+
+class FanOutResult(BaseModel):
+    jobs: int = 0
+    completed: int = 0
+    failed: int = 0
+    already_started: int = 0
+    errors: dict[str, str] = {}  # a few failed job ids -> why

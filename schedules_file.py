@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+import expansions
 from config import ConfigError, Settings
 from models import ScheduleSpec, SyncProductsInput
 from workflows.jobs import JOBS
@@ -69,6 +70,11 @@ def load_schedules(path: Path, settings: Settings) -> list[ScheduleSpec]:
         except ValidationError as exc:
             prefix = "" if exc.title == "ScheduleSpec" else "args."
             raise ConfigError(f"{label}: {prefix}{field_error(exc)}") from None
+        if spec.expansion is not None and spec.expansion not in expansions.known():
+            raise ConfigError(
+                f"{label}: expansion: unknown expansion {spec.expansion!r}; define it in "
+                f"expansions.py or use one of {expansions.known()}"
+            )
         if not spec.timing(datetime.now(UTC)).can_fire():
             raise ConfigError(f"{label}: cron: {spec.cron!r} can never fire; fix it or add every")
         if any(s.name == spec.name for s in specs):

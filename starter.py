@@ -8,6 +8,12 @@
     preview (--cron EXPR | --every DUR) [--tz TZ] [--start-at ISO] [--after ISO] [--count N]
     run sync-products [--dry-run] [--batch-size N] [--json]
                               one sync now (like `medusa exec`), with a progress bar
+    connections add|list|enable|disable|remove ...
+                              API-key connections, written to CATALOG_DB directly (no Temporal)
+    schedule --file job.json [--wait]
+                              a Ductape-style job: repeating (a schedule loop) or one-off
+    session create --tag T --data JSON [--ttl DUR]
+                              a signed, expiring session token for `$Session{tag}{key}`
 
 The CLI only talks to Temporal; the worker does the work.
 """
@@ -16,13 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import sqlite3
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import (
@@ -31,107 +41,41 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
+from activities.connections import (
+    ConnectionExists,
+    ConnectionNotFound,
+    ConnectionStore,
+    NewConnection,
+)
+from activities.sessions import issue_token
 from config import ConfigError, Settings, exit_on_user_error, load_settings
+from ductape_jobs import DuctapeJob
+from ductape_jobs import schedule as schedule_job
 from models import (
     PauseRequest,
-    ScheduleInput,
-    ScheduleSpec,
     ScheduleSummary,
     ScheduleView,
     SyncProductsInput,
     SyncReport,
 )
+from schedule_client import (
+    query_view,
+    schedule_id,
+    start_schedules,
+    status_of,
+)
 from schedules_file import DEFAULT_FILE, field_error, load_schedules, sync_products_args
 from temporal_client import ServerUnavailable, connect, exit_process, worker_polling
-from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
-from workflows.timemath import Timing, parse_timezone
+from workflows.timemath import Timing, parse_duration, parse_timezone
 
-QUERY_TIMEOUT = 5.0
 console = Console()
 err_console = Console(stderr=True)
 
 
 # --- talking to Temporal ---------------------------------------------------------------------
-
-
-def schedule_id(name: str) -> str:
-    return f"schedule/{name}"
-
-
-async def _status(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus | None:
-    try:
-        desc = await handle.describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-    return desc.status
-
-
-async def _query_view(handle: WorkflowHandle[Any, Any]) -> ScheduleView | None:
-    try:
-        return await handle.query(
-            "describe", result_type=ScheduleView, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
-        )
-    except RPCError:
-        return None
-
-
-async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> str:
-    """A running loop gets the file's spec if it changed (counts kept); else nothing happens."""
-    view = await handle.query(
-        "describe", result_type=ScheduleView, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
-    )
-    if view.spec.model_dump(mode="json") == spec.model_dump(mode="json"):
-        return f"{spec.name}: already running as {handle.id}; unchanged"
-    try:
-        result = await handle.execute_update("update", spec, result_type=str)
-    except WorkflowUpdateFailedError as exc:
-        raise ConfigError(f"{spec.name}: update refused: {exc.cause}") from None
-    return f"{spec.name}: {result} (counts kept)"
-
-
-async def start_schedules(
-    client: Client, specs: list[ScheduleSpec], task_queue: str, *, start_new: bool = True
-) -> list[str]:
-    """Start what is not running; update running loops whose spec changed."""
-    lines = []
-    for spec in specs:
-        handle = client.get_workflow_handle(schedule_id(spec.name))
-        status = await _status(handle)
-        if status == WorkflowExecutionStatus.RUNNING:
-            lines.append(await apply_spec(handle, spec))
-            continue
-        if status == WorkflowExecutionStatus.COMPLETED:
-            summary = await client.get_workflow_handle(
-                handle.id, result_type=ScheduleSummary
-            ).result()
-            lines.append(
-                f"{spec.name}: already finished ({summary.reason}, {summary.fires} fires); "
-                "not restarted"
-            )
-            continue
-        if not start_new:
-            lines.append(f"{spec.name}: not running; `starter.py start` starts it")
-            continue
-        try:
-            await client.start_workflow(
-                ScheduleWorkflow.run,
-                ScheduleInput(spec=spec),
-                id=handle.id,
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            )
-        except WorkflowAlreadyStartedError:
-            lines.append(f"{spec.name}: already running as {handle.id}; nothing started")
-            continue
-        lines.append(f"{spec.name}: started as {handle.id} ({spec.describe()})")
-    return lines
 
 
 class ScheduleRow(BaseModel):
@@ -157,12 +101,12 @@ async def list_schedules(
     rows = []
     for name in seen:
         handle = client.get_workflow_handle(schedule_id(name))
-        status = await _status(handle)
+        status = await status_of(handle)
         row = ScheduleRow(
             name=name, status=status.name.lower().replace("_", " ") if status else "not started"
         )
         if status == WorkflowExecutionStatus.RUNNING and ask_worker:
-            view = await _query_view(handle)
+            view = await query_view(handle)
             if view is None:
                 row.status = "running (no worker answered)"
             else:
@@ -293,10 +237,19 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"job: unknown job {args.job!r}; `run` takes sync-products")
     try:
         inp = SyncProductsInput.model_validate(
-            sync_products_args(settings, batch_size=args.batch_size, dry_run=args.dry_run or None)
+            sync_products_args(
+                settings,
+                batch_size=args.batch_size,
+                dry_run=args.dry_run or None,
+                connection_id=args.connection,
+            )
         )
     except ValidationError as exc:
         raise ConfigError(f"--{field_error(exc).replace('_', '-')}") from None
+    if inp.connection_id and ConnectionStore(settings.catalog_path).get(inp.connection_id) is None:
+        raise ConfigError(
+            f"--connection: no connection {inp.connection_id!r}; `starter.py connections list`"
+        )
     client = await _client(settings, need_worker=True)
     report = await run_sync(client, inp, task_queue=settings.temporal_task_queue, quiet=args.json)
     if args.json:
@@ -308,7 +261,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _running(client: Client, name: str) -> WorkflowHandle[Any, Any]:
     handle = client.get_workflow_handle(schedule_id(name))
-    status = await _status(handle)
+    status = await status_of(handle)
     if status != WorkflowExecutionStatus.RUNNING:
         state = "does not exist" if status is None else f"is {status.name.lower()}"
         raise ConfigError(f"name: schedule {name!r} {state}; `starter.py list` shows them")
@@ -339,7 +292,7 @@ async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
     client = await _client(settings, need_worker=True)
     handle = client.get_workflow_handle(schedule_id(args.name))
-    status = await _status(handle)
+    status = await status_of(handle)
     if status == WorkflowExecutionStatus.COMPLETED:
         summary = await client.get_workflow_handle(handle.id, result_type=ScheduleSummary).result()
         print(summary.model_dump_json(indent=2) if args.json else f"{args.name}: {summary}")
@@ -375,10 +328,19 @@ async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
         recent.add_row(
             f"{r.scheduled:%Y-%m-%d %H:%M:%SZ}",
             f"{r.actual:%Y-%m-%d %H:%M:%SZ}",
-            r.outcome + (f" ({r.error})" if r.error else ""),
+            r.outcome
+            + (f" ({r.jobs} jobs)" if r.jobs and r.jobs > len(r.children) else "")
+            + (f" ({r.error})" if r.error else ""),
             "\n".join(r.children),
         )
     console.print(recent)
+    if st.job_errors:
+        failed = Table(title="failed jobs (latest)")
+        failed.add_column("job")
+        failed.add_column("why")
+        for child_id, why in st.job_errors.items():
+            failed.add_row(child_id, why)
+        console.print(failed)
     return 0
 
 
@@ -408,6 +370,169 @@ def _flag_of(exc: ValueError, args: argparse.Namespace) -> str:
     if "isoformat" in text:
         return "--start-at/--after"
     return "--cron" if args.cron else "--every"
+
+
+_CONNECTION_FIXES = {
+    "id": "use 1 to 63 lowercase letters, digits, '_' or '-', starting with a letter or digit",
+    "api_code": "use 1 to 63 lowercase letters, digits, '_' or '-' (default dummyjson)",
+    "name": "give a display name of 1 to 200 characters",
+    "api_key": "give the key, or `--api-key -` to read it from stdin",
+    "scope": "use a DummyJSON category slug like 'smartphones', or leave it out for all products",
+}
+
+
+def _read_key(value: str) -> str:
+    """`-` reads the key from stdin (no echo on a terminal), so it stays out of shell history."""
+    if value != "-":
+        return value
+    if sys.stdin.isatty():
+        return getpass.getpass("API key: ")
+    return sys.stdin.readline().strip()
+
+
+def _new_connection(args: argparse.Namespace) -> NewConnection:
+    fields = {
+        "id": args.id,
+        "name": args.name,
+        "api_key": _read_key(args.api_key),
+        "scope": args.scope,
+        "active": not args.inactive,
+    }
+    if args.api_code is not None:
+        fields["api_code"] = args.api_code
+    try:
+        return NewConnection.model_validate(fields)
+    except ValidationError as exc:
+        err = exc.errors(include_input=False)[0]
+        field = str(err["loc"][0]) if err["loc"] else "id"
+        shown = "" if field == "api_key" else f" {fields.get(field)!r}"  # the key is never shown
+        fix = _CONNECTION_FIXES.get(field, err["msg"])
+        raise ConfigError(f"--{field.replace('_', '-')}{shown}: {fix}") from None
+
+
+async def cmd_connections(args: argparse.Namespace, settings: Settings) -> int:
+    """The connection registry, read and written here directly: a key never enters Temporal."""
+    new = _new_connection(args) if args.action == "add" else None  # validated before any write
+    try:
+        return _connection_action(args, ConnectionStore(settings.catalog_path), new)
+    except sqlite3.Error as exc:
+        raise ConfigError(
+            f"CATALOG_DB={str(settings.catalog_path)!r}: {exc}; set it to a writable file "
+            "in an existing directory"
+        ) from None
+
+
+def _connection_action(
+    args: argparse.Namespace, store: ConnectionStore, new: NewConnection | None
+) -> int:
+    if new is not None:
+        replaced = args.replace and store.get(new.id) is not None
+        try:
+            store.add(new, replace=args.replace)
+        except ConnectionExists as exc:
+            raise ConfigError(f"--id: {exc}") from None
+        console.print(f"connection {new.id} {'replaced' if replaced else 'added'}")
+        return 0
+    if args.action == "list":
+        rows = store.list()
+        if args.json:
+            dumped = [c.model_dump(mode="json", exclude={"api_key"}) for c in rows]
+            print(json.dumps(dumped, indent=2))
+            return 0
+        table = Table(title=f"connections in {store.path}")
+        for col in ("id", "api code", "name", "scope", "active", "updated"):
+            table.add_column(col)
+        for c in rows:  # never the key, not even masked
+            table.add_row(
+                c.id,
+                c.api_code,
+                escape(c.name),
+                c.scope or "all products",
+                "yes" if c.active else "no",
+                f"{c.updated_at:%Y-%m-%d %H:%M:%SZ}",
+            )
+        console.print(table)
+        if not rows:
+            err_console.print("no connections yet: `starter.py connections add` adds one")
+        return 0
+    try:
+        if args.action == "remove":
+            if not store.remove(args.id):
+                raise ConnectionNotFound(args.id)
+            console.print(f"connection {args.id} removed")
+            return 0
+        active = args.action == "enable"
+        before = store.require(args.id)
+        store.set_active(args.id, active)
+    except ConnectionNotFound as exc:
+        raise ConfigError(f"id: {exc}") from None
+    state = "enabled" if active else "disabled"
+    already = " (it already was)" if before.active == active else ""
+    console.print(f"connection {args.id} {state}{already}")
+    return 0
+
+
+def _connections_parser(sub: Any) -> None:
+    conns = sub.add_parser("connections", help="API-key connections the jobs call sources with")
+    actions = conns.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="register a connection (--replace to change one)")
+    add.add_argument("--id", required=True, help="lowercase letters, digits, '_' or '-'")
+    add.add_argument("--name", required=True, help="display name")
+    add.add_argument("--api-key", required=True, help="the key, or - to read it from stdin")
+    add.add_argument("--scope", default=None, help="DummyJSON category slug; default all")
+    add.add_argument("--api-code", default=None, help="the integration (default dummyjson)")
+    add.add_argument("--inactive", action="store_true", help="add it disabled")
+    add.add_argument("--replace", action="store_true", help="overwrite an existing id")
+    ls = actions.add_parser("list", help="all connections, with whether each is active")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--all", action="store_true", help="include disabled ones (the default)")
+    for name, text in (
+        ("enable", "use it again"),
+        ("disable", "mark it inactive; it is kept, with its key"),
+        ("remove", "delete it and its key"),
+    ):
+        actions.add_parser(name, help=text).add_argument("id")
+
+
+async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
+    """A Ductape job file: validated whole, then started; `--wait` prints a one-off's result."""
+    try:
+        data = json.loads(args.file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{args.file}: no such job file; pass --file PATH") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{args.file}: not valid JSON: {exc}") from None
+    try:
+        job = DuctapeJob.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{args.file}: {field_error(exc)}") from None
+    client = await _client(settings, need_worker=False)
+    done = await schedule_job(client, job, settings.temporal_task_queue)
+    console.print(done.message)
+    if args.wait and done.kind == "one-off":
+        result = await client.get_workflow_handle(done.workflow_id).result()
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+async def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
+    """Issue a token; needs no server, only the secret the worker verifies with."""
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--data: not valid JSON ({exc.msg}); pass an object") from None
+    if not isinstance(data, dict):
+        raise ConfigError("--data: pass a JSON object, like '{\"user_id\": 42}'")
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise ConfigError(f"--ttl: {exc}") from None
+    try:
+        token = issue_token(settings.session_key(), args.tag, data, ttl)
+    except ValueError as exc:
+        raise ConfigError(f"--tag: {exc}") from None
+    print(token)
+    return 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -446,7 +571,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("job", help="sync-products")
     run.add_argument("--dry-run", action="store_true", help="plan only, write nothing")
     run.add_argument("--batch-size", type=int, default=None)
+    run.add_argument("--connection", default=None, help="sync as this connection (its key, scope)")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
+    _connections_parser(sub)
+    sch = sub.add_parser("schedule", help="submit a Ductape-style job (JSON file)")
+    sch.add_argument("--file", type=Path, required=True)
+    sch.add_argument("--wait", action="store_true", help="one-off: wait and print its result")
+    ses = sub.add_parser("session", help="session tokens for $Session{tag}{key} placeholders")
+    ses_sub = ses.add_subparsers(dest="session_command", required=True)
+    create = ses_sub.add_parser("create", help="print a signed, expiring token")
+    create.add_argument("--tag", required=True)
+    create.add_argument("--data", required=True, help="a JSON object: what placeholders read")
+    create.add_argument("--ttl", default="1h", help="how long it is valid (30m, 1d, ...)")
     return p.parse_args(argv)
 
 
@@ -461,6 +597,9 @@ COMMANDS = {
     "delete": cmd_control,
     "preview": cmd_preview,
     "run": cmd_run,
+    "connections": cmd_connections,
+    "schedule": cmd_schedule,
+    "session": cmd_session,
 }
 
 

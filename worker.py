@@ -10,28 +10,56 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from activities.catalog import SqliteCatalog
+from activities.connections import ConnectionStore
 from activities.dummyjson import DummyJSONClient
-from activities.expansion import expand_schedule
-from activities.jobs import still_running
+from activities.expansion import ExpansionActivities, expand_schedule
+from activities.jobs import SessionActivities, fresh_cached_runs, still_running
 from activities.sync_products import SyncProductsActivities
 from config import Settings, exit_on_user_error, load_settings
 from temporal_client import connect, exit_process
 from workflows.echo import EchoJobWorkflow
+from workflows.fanout import FanOutPageWorkflow, FanOutWorkflow
 from workflows.notify import JobNotifier
 from workflows.schedule import ScheduleWorkflow
+from workflows.session_input import SessionResolver
 from workflows.sync_products import SyncProductsWorkflow
 
-WORKFLOWS: Sequence[type] = (ScheduleWorkflow, SyncProductsWorkflow, EchoJobWorkflow)
+WORKFLOWS: Sequence[type] = (
+    ScheduleWorkflow,
+    FanOutWorkflow,
+    FanOutPageWorkflow,
+    SyncProductsWorkflow,
+    EchoJobWorkflow,
+)
 
 
 def activities_for(settings: Settings) -> list[Any]:
+    connections = ConnectionStore(settings.catalog_path)
     sync = SyncProductsActivities(
-        DummyJSONClient(settings.dummyjson_base_url), SqliteCatalog(settings.catalog_path)
+        DummyJSONClient(settings.dummyjson_base_url),
+        SqliteCatalog(settings.catalog_path),
+        connections,
     )
-    return [sync.count_source_products, sync.sync_products_batch, expand_schedule, still_running]
+    expansion = ExpansionActivities(connections, settings.catalog_path)
+    sessions = SessionActivities(settings.session_key())
+    return [
+        sync.count_source_products,
+        sync.sync_products_batch,
+        expansion.expand_fire,
+        expansion.load_expansion_page,
+        expand_schedule,
+        still_running,
+        fresh_cached_runs,
+        sessions.resolve_session,
+    ]
+
+
+def interceptors() -> list[Interceptor]:
+    """Outermost first: a job whose session fails still tells its schedule that it ended."""
+    return [JobNotifier(), SessionResolver()]
 
 
 def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
@@ -42,7 +70,7 @@ def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
         workflows=list(WORKFLOWS),
         activities=activities_for(settings),
         activity_executor=ThreadPoolExecutor(max_workers=16),
-        interceptors=[JobNotifier()],
+        interceptors=interceptors(),
         **kwargs,
     )
 

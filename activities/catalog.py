@@ -11,10 +11,8 @@ import hashlib
 import json
 import re
 import sqlite3
-import threading
 import unicodedata
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -23,6 +21,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from activities.db import Database
 from activities.dummyjson import SourceProduct
 
 CURRENCY = "usd"
@@ -157,44 +156,16 @@ class CatalogTarget(Protocol):
 
 
 class SqliteCatalog:
-    """The catalog in one SQLite file (WAL), safe for concurrent batch activities."""
-
-    _init_lock = threading.Lock()
+    """The catalog's tables in the application database (WAL), safe for concurrent batches."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._ready = False
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA foreign_keys = ON")
-        if not self._ready:
-            with self._init_lock:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.executescript(SCHEMA)
-                self._ready = True
-        return conn
-
-    @contextmanager
-    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            # IMMEDIATE takes the write lock up front: plan and apply see the same rows.
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
+        self.db = Database(path, SCHEMA)
+        self.path = self.db.path
 
     def sync_batch(
         self, products: Sequence[CatalogProduct], *, tenant: str = "default", dry_run: bool
     ) -> BatchPlan:
-        with self._transaction(write=not dry_run) as conn:
+        with self.db.transaction(write=not dry_run) as conn:
             plan = self._plan(conn, products, tenant)
             if not dry_run:
                 self._apply(conn, plan, tenant)

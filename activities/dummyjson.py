@@ -75,9 +75,13 @@ def _retry_after(response: httpx.Response) -> timedelta:
 class DummyJSONClient:
     """One pooled httpx client per worker process; thread-safe, so activities share it."""
 
-    def __init__(self, base_url: str, *, api_key: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, *, api_key: str | None = None, category: str | None = None
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
+        # A connection's scope: only this category's products (DummyJSON's category route).
+        self.path = f"/products/category/{category}" if category else "/products"
         self._http = httpx.Client(base_url=self.base_url, timeout=TIMEOUT, headers=headers)
 
     def close(self) -> None:
@@ -101,6 +105,13 @@ class DummyJSONClient:
             )
         if status >= 500 or status == 408:
             raise ApplicationError(f"{where}: HTTP {status}", type="SourceUnavailable")
+        if status in (401, 403):
+            raise ApplicationError(
+                f"{where}: HTTP {status}: the source refused the API key; fix it with "
+                "`starter.py connections add --replace`",
+                type="Unauthorized",
+                non_retryable=True,
+            )
         if status >= 400:
             raise ApplicationError(
                 f"{where}: HTTP {status} {response.text[:200]}",
@@ -118,14 +129,14 @@ class DummyJSONClient:
 
     def count(self) -> int:
         """How many products the source has, in one tiny request."""
-        return Page.model_validate(self._get("/products", {"limit": 1, "select": "id"})).total
+        return Page.model_validate(self._get(self.path, {"limit": 1, "select": "id"})).total
 
     def page(self, skip: int, limit: int) -> Page:
         try:
-            return Page.model_validate(self._get("/products", {"limit": limit, "skip": skip}))
+            return Page.model_validate(self._get(self.path, {"limit": limit, "skip": skip}))
         except ValueError as exc:  # a 200 that is not a products page
             raise ApplicationError(
-                f"GET /products?skip={skip}: unexpected body: {str(exc).splitlines()[0]}",
+                f"GET {self.path}?skip={skip}: unexpected body: {str(exc).splitlines()[0]}",
                 type="InvalidJson",
                 non_retryable=True,
             ) from exc

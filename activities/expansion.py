@@ -1,18 +1,164 @@
 """The expansion activity: decides what one fire of a schedule runs.
 
-First cut: one input, the schedule's own args. Per-connection fan-out and user expansion
-functions plug in here.
+It calls the schedule's expansion function (expansions.py) or the job's default, checks what came
+back, gives every input its key, and validates it against the job's args model, so a bad input
+fails here, naming the function, instead of as a child that cannot decode its input. A large
+expansion is stored in pages in the application database and only its size travels back.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from models import ExpansionRequest
+import expansions
+from activities.connections import ConnectionStore
+from activities.db import Database
+from models import KEY_PATTERN, ExpandedInput, Expansion, ExpansionRequest, FanOutPage
+from workflows.jobs import JOBS
+
+INLINE_MAX = 100  # more inputs than this go through the fan-out workflow, in pages
+PAGE_SIZE = 500  # inputs per page: one batch workflow each, well under 2,000 pending children
+MAX_INPUTS = 500_000
+KEEP_PAGES = timedelta(days=7)
+
+PAGES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS expansion_pages (
+    ref        TEXT NOT NULL,
+    page       INTEGER NOT NULL,
+    inputs     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (ref, page)
+);
+"""
+_KEY = re.compile(KEY_PATTERN)
+
+
+def input_hash(args: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class ExpansionActivities:
+    """Bound to the application database: connections to fan out over, pages to store."""
+
+    def __init__(self, connections: ConnectionStore, db_path: Any) -> None:
+        self.connections = connections
+        self.pages = Database(db_path, PAGES_SCHEMA)
+
+    @activity.defn(name="expand_fire")
+    def expand_fire(self, req: ExpansionRequest) -> Expansion:
+        job = JOBS[req.job]
+        function = req.expansion or ("connections" if job.per_connection else "once")
+        note = None
+        if function == "once":
+            return Expansion(
+                function=function, count=1, inputs=[ExpandedInput(key=None, args=req.args)]
+            )
+        result = None if function == "connections" else self._call(function, req)
+        if result is None:
+            result = [
+                {**req.args, "connection_id": c.id}
+                for c in self.connections.list(api_code=req.api_code, active_only=True)
+            ]
+            function = f"{function} (one per connection)" if function != "connections" else function
+            if not result:
+                note = f"no active {req.api_code} connections (`starter.py connections add`)"
+        inputs = self._keyed(function, result, req.job)
+        if len(inputs) <= INLINE_MAX:
+            return Expansion(function=function, count=len(inputs), inputs=inputs, note=note)
+        pages = self._store(req.fire_key, inputs)
+        return Expansion(function=function, count=len(inputs), ref=req.fire_key, pages=pages)
+
+    @activity.defn(name="load_expansion_page")
+    def load_expansion_page(self, req: FanOutPage) -> list[ExpandedInput]:
+        with self.pages.transaction(write=False) as conn:
+            row = conn.execute(
+                "SELECT inputs FROM expansion_pages WHERE ref = ? AND page = ?",
+                (req.ref, req.page),
+            ).fetchone()
+        if row is None:
+            raise ApplicationError(
+                f"expansion page {req.page} of {req.ref} is gone (pages are kept "
+                f"{KEEP_PAGES.days} days, in the worker's CATALOG_DB)",
+                non_retryable=True,
+            )
+        return [ExpandedInput.model_validate(x) for x in json.loads(row["inputs"])]
+
+    def _call(self, name: str, req: ExpansionRequest) -> Any:
+        fn = expansions.EXPANSIONS.get(name)
+        if fn is None:
+            raise ApplicationError(
+                f"expansion {name!r} is not defined in expansions.py; "
+                f"use one of {expansions.known()}",
+                type="UnknownExpansion",
+                non_retryable=True,
+            )
+        try:
+            return fn({"api_code": req.api_code, "name": req.name, **req.args})
+        except Exception as exc:  # retried per the schedule's retries, then the fire fails
+            raise ApplicationError(
+                f"expansion {name!r} raised {type(exc).__name__}: {exc}", type="ExpansionFailed"
+            ) from exc
+
+    def _keyed(self, function: str, result: Any, job: str) -> list[ExpandedInput]:
+        def bad(why: str) -> ApplicationError:
+            return ApplicationError(
+                f"expansion {function!r} {why}", type="BadExpansion", non_retryable=True
+            )
+
+        if not isinstance(result, list):
+            raise bad(f"returned {type(result).__name__}; return a list of inputs, [] or None")
+        if len(result) > MAX_INPUTS:
+            raise bad(f"returned {len(result)} inputs; at most {MAX_INPUTS} per fire")
+        inputs: list[ExpandedInput] = []
+        seen: set[str] = set()
+        for i, item in enumerate(result):
+            if not isinstance(item, dict):
+                raise bad(f"returned {type(item).__name__} at [{i}]; each input must be a dict")
+            args = dict(item)
+            key = str(args.pop("key", None) or args.get("connection_id") or input_hash(args))
+            if not _KEY.match(key):
+                raise bad(f"gave input [{i}] the key {key!r}; keys are 1-64 of A-Z a-z 0-9 . _ -")
+            if key in seen:
+                raise bad(f"gave two inputs the key {key!r}; give each a distinct `key`")
+            seen.add(key)
+            try:
+                args = JOBS[job].validate_args(args)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                msg = f"input [{i}] ({key}) is not valid for {job}: {where}: {err['msg']}"
+                raise bad(msg) from None
+            inputs.append(ExpandedInput(key=key, args=args))
+        return inputs
+
+    def _store(self, ref: str, inputs: list[ExpandedInput]) -> int:
+        """Write the pages in one transaction; a retried attempt replaces its own pages."""
+        now = datetime.now(UTC)
+        rows = [
+            (ref, n, json.dumps([x.model_dump(mode="json") for x in inputs[i : i + PAGE_SIZE]]))
+            for n, i in enumerate(range(0, len(inputs), PAGE_SIZE))
+        ]
+        with self.pages.transaction() as conn:
+            conn.execute(
+                "DELETE FROM expansion_pages WHERE ref = ? OR created_at < ?",
+                (ref, (now - KEEP_PAGES).isoformat()),
+            )
+            conn.executemany(
+                "INSERT INTO expansion_pages (ref, page, inputs, created_at) VALUES (?, ?, ?, ?)",
+                [(*row, now.isoformat()) for row in rows],
+            )
+        return len(rows)
 
 
 @activity.defn(name="expand_schedule")
 def expand_schedule(req: ExpansionRequest) -> list[dict[str, Any]]:
+    """Before keyed expansion: one input, the schedule's args. Kept for loops that started then."""
     return [dict(req.args)]

@@ -7,12 +7,16 @@ against the catalog, so it cannot duplicate a row.
 
 from __future__ import annotations
 
+import threading
+
 from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.catalog import CatalogProduct, CatalogTarget, from_dummyjson
+from activities.connections import ConnectionStore
 from activities.dummyjson import DummyJSONClient, SourceProduct
-from models import BatchRequest, BatchResult, ProductError
+from models import BatchRequest, BatchResult, ProductError, SourceRequest
 
 EXAMPLES = 3
 
@@ -24,19 +28,56 @@ def _first_error(exc: ValidationError) -> str:
 
 
 class SyncProductsActivities:
-    """Bound to one source client and one catalog for the worker's lifetime."""
+    """Bound to the source and the catalog for the worker's lifetime.
 
-    def __init__(self, source: DummyJSONClient, catalog: CatalogTarget) -> None:
+    A run for a connection reads that connection's key and scope here, at run time, so the key
+    never travels through Temporal; its client is kept until the connection changes.
+    """
+
+    def __init__(
+        self,
+        source: DummyJSONClient,
+        catalog: CatalogTarget,
+        connections: ConnectionStore | None = None,
+    ) -> None:
         self.source = source
         self.catalog = catalog
+        self.connections = connections
+        self._clients: dict[str, tuple[str, DummyJSONClient]] = {}
+        self._lock = threading.Lock()
+
+    def _source(self, connection_id: str | None) -> DummyJSONClient:
+        if connection_id is None:
+            return self.source
+        conn = self.connections.get(connection_id) if self.connections else None
+        if conn is None or not conn.active:
+            state = "is disabled" if conn else "does not exist"
+            raise ApplicationError(
+                f"the connection {state}; `starter.py connections list` shows them",
+                type="ConnectionUnavailable",
+                non_retryable=True,
+            )
+        version = conn.updated_at.isoformat()
+        with self._lock:
+            known = self._clients.get(connection_id)
+            if known is None or known[0] != version:
+                client = DummyJSONClient(
+                    self.source.base_url,
+                    api_key=conn.api_key.get_secret_value(),
+                    category=conn.scope,
+                )
+                self._clients[connection_id] = (version, client)
+                if known is not None:
+                    known[1].close()
+            return self._clients[connection_id][1]
 
     @activity.defn(name="count_source_products")
-    def count_source_products(self) -> int:
-        return self.source.count()
+    def count_source_products(self, req: SourceRequest | None = None) -> int:
+        return self._source(req.connection_id if req else None).count()
 
     @activity.defn(name="sync_products_batch")
     def sync_products_batch(self, req: BatchRequest) -> BatchResult:
-        page = self.source.page(req.offset, req.limit)
+        page = self._source(req.connection_id).page(req.offset, req.limit)
         products: list[CatalogProduct] = []
         invalid: list[ProductError] = []
         for raw in page.products:

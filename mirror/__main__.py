@@ -1,4 +1,6 @@
-"""`python -m mirror [--port 8787] [--error-rate 0.2] ...`: serve the local DummyJSON."""
+"""`python -m mirror [--port 8787] [--error-rate 0.2] [--api-key K] ...`: serve the local DummyJSON.
+
+With --api-key (repeatable), /products* answers 401 unless sent `Authorization: Bearer <KEY>`."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malformed-rate", type=float, default=0.0, help="fraction of broken JSON")
     p.add_argument("--fail-skip", type=int, action="append", default=[], help="page that fails")
     p.add_argument("--seed", type=int, default=None, help="seed for the fault rates")
+    p.add_argument("--api-key", action="append", metavar="KEY", help="accept this Bearer key")
     a = p.parse_args(argv)
     try:
         faults = Faults(
@@ -36,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --{str(err['loc'][0]).replace('_', '-')}: {err['msg']}", file=sys.stderr)
         return 2
     try:
-        mirror = Mirror(host=a.host, port=a.port, faults=faults)
+        mirror = Mirror(host=a.host, port=a.port, faults=faults, api_keys=a.api_key)
     except OSError as exc:
         print(f"error: cannot serve on {a.host}:{a.port}: {exc.strerror}", file=sys.stderr)
         return 1
-    print(f"DummyJSON mirror on {mirror.url}/products", flush=True)
+    auth = f" (Bearer auth, {len(mirror.api_keys)} key(s))" if mirror.api_keys else ""
+    print(f"DummyJSON mirror on {mirror.url}/products{auth}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         mirror.serve_forever()
     return 0

@@ -3,6 +3,7 @@
 Faults can be switched on for tests and demos (latency, 500s, 429 with Retry-After, malformed JSON,
 a page that always fails), at start-up (`python -m mirror --help`) or at run time through
 `PUT /__mirror/faults`. `PATCH /__mirror/products/<id>` changes a product, to show incremental sync.
+With API keys (`--api-key`, `PUT /__mirror/auth`) /products* needs `Authorization: Bearer <key>`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -43,6 +45,9 @@ def load_products() -> list[dict[str, Any]]:
     return data["products"] if isinstance(data, dict) else data
 
 
+UNAUTHORISED = {"message": "Invalid/Expired Token!"}  # what dummyjson.com answers a bad token
+
+
 class Mirror:
     """The server and its state; `start()` serves on a background thread."""
 
@@ -53,10 +58,14 @@ class Mirror:
         host: str = "127.0.0.1",
         port: int = 0,
         faults: Faults | None = None,
+        api_keys: Iterable[str] | None = None,
     ) -> None:
         self._original = products if products is not None else load_products()
         self.products = copy.deepcopy(self._original)
         self.faults = faults or Faults()
+        self._initial_keys = frozenset(filter(None, api_keys or ()))
+        self.api_keys = self._initial_keys  # empty: no auth, as dummyjson.com's /products
+        self.requests_by_key: Counter[str] = Counter()  # proves each credential was really sent
         self.stats: Counter[str] = Counter()
         self.log: list[tuple[float, str, int]] = []  # (monotonic time, path, status) per answer
         self._lock = threading.Lock()
@@ -86,6 +95,21 @@ class Mirror:
             self.faults = faults
             self._rng = random.Random(faults.seed)
 
+    def set_api_keys(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            self.api_keys = frozenset(filter(None, keys))  # "" could never be a Bearer token
+
+    def authorise(self, header: str | None) -> bool:
+        """Whether an `Authorization` header may read /products; counts the key it used."""
+        scheme, _, key = (header or "").partition(" ")
+        with self._lock:
+            if not self.api_keys:
+                return True
+            if scheme.lower() != "bearer" or key not in self.api_keys:
+                return False
+            self.requests_by_key[key] += 1
+            return True
+
     def update_product(self, product_id: int, patch: dict[str, Any]) -> dict[str, Any] | None:
         with self._lock:
             for product in self.products:
@@ -98,6 +122,8 @@ class Mirror:
         with self._lock:
             self.products = copy.deepcopy(self._original)
             self.faults = Faults()
+            self.api_keys = self._initial_keys  # a test's reset must not turn auth off
+            self.requests_by_key.clear()
             self.stats.clear()
             self.log.clear()
 
@@ -204,15 +230,20 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, mirror.faults.model_dump())
             if path == "/__mirror/stats":
                 return self._send(200, dict(mirror.stats))
+            if path == "/__mirror/auth":
+                return self._send(200, {"keys": len(mirror.api_keys)})  # never the keys
             try:
                 self._products(path, query)
             except BadRequest as exc:
                 self._send(400, {"message": str(exc)})
 
         def _products(self, path: str, query: dict[str, list[str]]) -> None:
+            is_products = path == "/products" or path.startswith("/products/")
+            if is_products and not mirror.authorise(self.headers.get("Authorization")):
+                return self._send(401, UNAUTHORISED)  # before validation, faults and latency
             _int_param(query, "limit", 30)  # DummyJSON validates on every route
             _int_param(query, "skip", 0)
-            if not (path == "/products" or path.startswith("/products/")):
+            if not is_products:
                 return self._send(404, {"message": f"Route '{path}' not found"})
             mirror.stats["requests"] += 1
             if mirror.faults.latency_ms:
@@ -254,7 +285,7 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             self._send(200, body)
 
         def _admin(self) -> None:
-            """PUT faults, PATCH a product, POST reset. The body is read first, whatever the
+            """PUT faults or auth, PATCH a product, POST reset. The body is read first, whatever the
             path, so a 404 never leaves it on a kept-alive connection."""
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             try:
@@ -269,6 +300,12 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 except ValueError as exc:
                     return self._send(400, {"message": str(exc).splitlines()[0]})
                 return self._send(200, mirror.faults.model_dump())
+            if (self.command, path) == ("PUT", "/__mirror/auth"):
+                keys = body.get("keys") if isinstance(body, dict) else None
+                if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+                    return self._send(400, {"message": '{"keys": [non-empty strings]} expected'})
+                mirror.set_api_keys(keys)
+                return self._send(200, {"keys": len(mirror.api_keys)})
             if self.command == "PATCH" and product_id != path and product_id.isdigit():
                 product = mirror.update_product(int(product_id), body)
                 if product is None:

@@ -21,6 +21,7 @@ from config import Settings
 from mirror import Mirror
 
 BIN = Path(sys.executable).parent
+TEST_SESSION_SECRET = "test-secret-" + "x" * 32
 SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     SearchAttributeKey.for_keyword("ScheduleName"),
     SearchAttributeKey.for_datetime("ScheduledFireTime"),
@@ -83,6 +84,7 @@ def settings(mirror: Mirror, catalog: SqliteCatalog) -> Settings:
         dummyjson_base_url=mirror.url,
         catalog_db=catalog.path,
         temporal_task_queue=f"test-{uuid.uuid4().hex[:12]}",
+        session_secret=TEST_SESSION_SECRET,
     )
 
 

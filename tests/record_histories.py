@@ -1,10 +1,11 @@
 """Record workflow histories from real runs, for the replay tests (tests/test_replay.py).
 
-    .venv/bin/python -m tests.record_histories      # rewrites tests/histories/*.json
+    .venv/bin/python -m tests.record_histories      # writes the missing tests/histories/*.json
 
 Runs on its own dev server, mirror and worker, a few seconds of real time. Record new histories
-when you add a workflow or a code path; keep the old files, so that running workflows started by
-older code keep replaying (that is what `workflow.patched` is for).
+when you add a workflow or a code path. An existing file is never overwritten: it stands for
+workflows started by older code, which must keep replaying (that is what `workflow.patched` is
+for); delete a file yourself to record it anew.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.connections import ConnectionStore, NewConnection
+from activities.sessions import issue_token
 from config import Settings
 from mirror import Faults, Mirror
-from models import PauseRequest, ScheduleInput, ScheduleSpec, SyncProductsInput
+from models import PauseRequest, ScheduleInput, ScheduleSpec, SessionRef, SyncProductsInput
 from tests.conftest import BIN, SEARCH_ATTRIBUTES
 from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
@@ -32,6 +35,9 @@ OUT = Path(__file__).resolve().parent / "histories"
 
 
 async def save(client: Client, name: str, workflow_id: str, run_id: str | None = None) -> None:
+    if (OUT / f"{name}.json").exists():
+        print(f"kept {name}.json (recorded by older code)")
+        return
     history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
     (OUT / f"{name}.json").write_text(history.to_json())
     print(f"recorded {name}.json ({len(history.events)} events)")
@@ -93,6 +99,57 @@ async def record(client: Client, settings: Settings, mirror: Mirror) -> None:
     child = [w async for w in client.list_workflows("WorkflowType = 'EchoJobWorkflow'")][0]
     await client.get_workflow_handle(child.id).result()
     await save(client, "echo_job", child.id)
+    await record_keyed(client, settings, mirror)
+
+
+async def record_keyed(client: Client, settings: Settings, mirror: Mirror) -> None:
+    """Since keyed expansion: per-connection fan-out, a large fan-out, cache and session."""
+    q = settings.temporal_task_queue
+    mirror.set_faults(Faults())
+    mirror.set_api_keys(["rec-key-a", "rec-key-b"])
+    store = ConnectionStore(settings.catalog_path)
+    for cid, scope in (("rec-a", "beauty"), ("rec-b", "furniture")):
+        store.add(NewConnection(id=cid, name=cid, api_key=f"rec-key-{cid[-1]}", scope=scope))  # type: ignore[arg-type]
+
+    spec = ScheduleSpec(name="rec-keyed", job="sync-products", every="1s", limit=2)
+    handle = await client.start_workflow(
+        ScheduleWorkflow.run, ScheduleInput(spec=spec), id="schedule/rec-keyed", task_queue=q
+    )
+    await handle.execute_update(ScheduleWorkflow.trigger)
+    await handle.result()
+    await save(client, "schedule_per_connection", handle.id)
+    child = [w async for w in client.list_workflows("WorkflowId STARTS_WITH 'rec-keyed/'")][0]
+    await client.get_workflow_handle(child.id).result()
+    await save(client, "sync_products_connection", child.id)
+
+    spec = ScheduleSpec(
+        name="rec-fanout", job="echo", every="1h", limit=1, expansion="numbers", args={"count": 120}
+    )
+    await client.execute_workflow(
+        ScheduleWorkflow.run, ScheduleInput(spec=spec), id="schedule/rec-fanout", task_queue=q
+    )
+    fan_out = [w async for w in client.list_workflows("WorkflowType = 'FanOutWorkflow'")][0]
+    await client.get_workflow_handle(fan_out.id).result()
+    await save(client, "schedule_fanout", "schedule/rec-fanout")
+    await save(client, "fanout", fan_out.id)
+    await save(client, "fanout_page", f"{fan_out.id}/page-0000")
+
+    token = issue_token(settings.session_key(), "shop", {"user": 7}, timedelta(hours=1))
+    spec = ScheduleSpec(
+        name="rec-cached",
+        job="echo",
+        every="1s",
+        limit=2,
+        cache="rec",
+        session=SessionRef(tag="shop", token=token),
+        args={"user": "$Session{shop}{user}"},
+    )
+    await client.execute_workflow(
+        ScheduleWorkflow.run, ScheduleInput(spec=spec), id="schedule/rec-cached", task_queue=q
+    )
+    await save(client, "schedule_cached_session", "schedule/rec-cached")
+    cached = [w async for w in client.list_workflows("WorkflowId STARTS_WITH 'cache/rec/'")][0]
+    await save(client, "echo_job_session", cached.id)
 
 
 async def main() -> None:
@@ -108,6 +165,7 @@ async def main() -> None:
             dummyjson_base_url=mirror.url,
             catalog_db=Path(tmp) / "catalog.db",
             temporal_task_queue="record",
+            session_secret="record-" + "x" * 32,
         )
         async with build_worker(env.client, settings):
             await record(env.client, settings, mirror)

@@ -18,6 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 90
+STOP_TIMEOUT_S = 120
 
 
 def free_ports(n: int) -> list[int]:
@@ -42,48 +43,66 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[int]]]:
     yield env, ports
 
 
-def devstack(env: dict[str, str], ports: list[int]) -> subprocess.Popen[str]:
-    port, ui_port, mirror_port = ports
-    return subprocess.Popen(
-        [sys.executable, "devstack.py", "--port", str(port), "--ui-port", str(ui_port)]
-        + ["--mirror-port", str(mirror_port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+class Stack:
+    """`devstack.py` as a process, its output going to a file: a pipe nobody reads while the
+    test waits would fill up and stall the worker, which writes to the same stdout."""
+
+    def __init__(self, env: dict[str, str], ports: list[int]) -> None:
+        port, ui_port, mirror_port = ports
+        self.log = Path(env["DATA_DIR"]).parent / f"devstack-{time.monotonic_ns()}.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "devstack.py", "--port", str(port), "--ui-port", str(ui_port)]
+                + ["--mirror-port", str(mirror_port)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def read_until(self, marker: str) -> str:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while marker not in (out := self.output()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no {marker!r} from devstack:\n{out}")
+            time.sleep(0.1)
+        return out
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            # devstack gives each process 15 s to stop before killing it
+            self.proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # kill what it started too, so nothing outlives us
+            subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)], check=False)
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"devstack still running {STOP_TIMEOUT_S} s after Ctrl-C:\n{self.output()}"
+            ) from None
+        out = self.output()
+        assert self.proc.returncode == 0, out
+        return out
 
 
-def read_until(proc: subprocess.Popen[str], marker: str) -> str:
-    seen = []
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    raise AssertionError(f"no {marker!r} from devstack:\n{''.join(seen)}")
+# The demo connections: acme syncs every product, globex beauty, initech groceries.
+DEMO_COUNTS = {"acme": 194, "globex": 5, "initech": 27}
 
 
-def stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    return out
-
-
-def catalog_count(path: Path) -> int:
+def catalog_counts(path: Path) -> dict[str, int]:
+    """Products per connection (tenant) in the catalog."""
     if not path.exists():
-        return 0
+        return {}
     with sqlite3.connect(path) as conn:
         try:
-            return int(conn.execute("SELECT count(*) FROM products").fetchone()[0])
+            rows = conn.execute("SELECT tenant, count(*) FROM products GROUP BY tenant")
+            return {tenant: int(n) for tenant, n in rows}
         except sqlite3.OperationalError:
-            return 0
+            return {}
 
 
 def schedule_row(env: dict[str, str], port: int) -> dict[str, object]:
@@ -114,33 +133,33 @@ def test_make_run_fills_the_catalog_stops_cleanly_and_resumes(
 ) -> None:
     env, ports = stack_env
     catalog = Path(env["DATA_DIR"]) / "catalog.db"
-    proc = devstack(env, ports)
+    stack = Stack(env, ports)
     try:
-        banner = read_until(proc, "ready;")
+        banner = stack.read_until("ready;")
         assert "sync-products: started as schedule/sync-products" in banner
         assert f"http://localhost:{ports[1]}" in banner
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while catalog_count(catalog) < 194:  # the schedule fires every 2 s
-            assert time.monotonic() < deadline, "catalog not filled"
+        while catalog_counts(catalog) != DEMO_COUNTS:  # one job per connection, every 2 s
+            assert time.monotonic() < deadline, f"catalog not filled: {catalog_counts(catalog)}"
             time.sleep(0.2)
         fires_before = schedule_row(env, ports[0])["fires"]
         assert isinstance(fires_before, int) and fires_before >= 1
     finally:
-        out = stop(proc)
+        out = stack.stop()
     assert "stopped temporal" in out and "stopped worker" in out and "stopped mirror" in out
     for port in ports:  # everything it started is gone
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
 
-    proc = devstack(env, ports)
+    stack = Stack(env, ports)
     try:
-        banner = read_until(proc, "ready;")
+        banner = stack.read_until("ready;")
         assert "sync-products: already running" in banner  # same loop, no duplicate
         row = schedule_row(env, ports[0])
         assert isinstance(row["fires"], int) and row["fires"] >= fires_before  # no lost counts
     finally:
-        stop(proc)
-    assert catalog_count(catalog) == 194
+        stack.stop()
+    assert catalog_counts(catalog) == DEMO_COUNTS
 
 
 def test_a_busy_port_is_one_line_naming_it(stack_env: tuple[dict[str, str], list[int]]) -> None:
@@ -148,9 +167,10 @@ def test_a_busy_port_is_one_line_naming_it(stack_env: tuple[dict[str, str], list
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", ports[0]))
         holder.listen()
-        proc = devstack(env, ports)
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 2
+        stack = Stack(env, ports)
+        stack.proc.wait(timeout=60)
+        out = stack.output()
+    assert stack.proc.returncode == 2
     lines = [line for line in out.splitlines() if line.strip()]
     assert lines == [
         f"error: port {ports[0]} (Temporal gRPC) is busy: stop what holds it, "

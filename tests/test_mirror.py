@@ -1,4 +1,4 @@
-"""The DummyJSON mirror over real HTTP: paging, select, errors, sorting, faults, admin, CLI."""
+"""The DummyJSON mirror over real HTTP: paging, select, errors, sort, faults, admin, auth, CLI."""
 
 from __future__ import annotations
 
@@ -192,3 +192,133 @@ def test_cli_rejects_bad_error_rate() -> None:
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "--error-rate" in lines[0]
+
+
+KEYS = ["k1", "k2"]
+PRODUCT_PATHS = ["/products", "/products/category/beauty", "/products/1", "/products/search"]
+
+
+@pytest.fixture
+def keyed() -> Iterator[Mirror]:
+    m = Mirror(api_keys=KEYS).start()
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def kclient(keyed: Mirror) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=keyed.url, timeout=10) as c:
+        yield c
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_no_keys_no_auth(mirror: Mirror, client: httpx.Client) -> None:
+    assert get_ok(client, "/__mirror/auth") == {"keys": 0}
+    assert client.get("/products", headers=bearer("anything")).status_code == 200
+    assert get_ok(client)["total"] == 194
+    assert not mirror.requests_by_key  # nothing checked, nothing counted
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer nope", "Basic azE6", "k1", "Bearer", "Bearer k1x"])
+@pytest.mark.parametrize("path", PRODUCT_PATHS)
+def test_keys_required(kclient: httpx.Client, auth: str | None, path: str) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    r = kclient.get(path, headers=headers, params={"limit": "abc"})  # 401 before validation
+    assert (r.status_code, r.json()) == (401, {"message": "Invalid/Expired Token!"})
+
+
+def test_right_keys_pass_and_are_counted(keyed: Mirror, kclient: httpx.Client) -> None:
+    for path in PRODUCT_PATHS[:3]:
+        assert kclient.get(path, headers=bearer("k1")).status_code == 200, path
+    body = kclient.get("/products/category/beauty", headers={"Authorization": "bearer k2"}).json()
+    assert body["products"] and {p["category"] for p in body["products"]} == {"beauty"}
+    assert kclient.get("/products", headers=bearer("k3")).status_code == 401
+    assert keyed.requests_by_key == {"k1": 3, "k2": 1}
+
+
+def test_401_before_faults_and_latency(keyed: Mirror, kclient: httpx.Client) -> None:
+    keyed.set_faults(Faults(fail_next=1, latency_ms=500))
+    start = time.monotonic()
+    assert [kclient.get("/products").status_code for _ in range(3)] == [401] * 3
+    assert time.monotonic() - start < 0.5  # three refusals, none delayed
+    assert keyed.faults.fail_next == 1  # not used up by the refused requests
+    assert kclient.get("/products", headers=bearer("k1")).status_code == 500
+
+
+def test_admin_needs_no_auth(kclient: httpx.Client) -> None:
+    responses = [
+        kclient.get("/__mirror/faults"),
+        kclient.get("/__mirror/stats"),
+        kclient.get("/__mirror/auth"),
+        kclient.put("/__mirror/faults", json={}),
+        kclient.patch("/__mirror/products/3", json={"stock": 1}),
+        kclient.post("/__mirror/reset"),
+    ]
+    assert [r.status_code for r in responses] == [200] * 6
+    assert kclient.get("/no/such/path").status_code == 404  # not a /products route: no 401
+
+
+def test_put_auth_switches_live(mirror: Mirror, client: httpx.Client) -> None:
+    r = client.put("/__mirror/auth", json={"keys": ["live-secret", "other"]})
+    assert (r.status_code, r.json()) == (200, {"keys": 2})
+    assert client.get("/products").status_code == 401
+    assert client.get("/products/1", headers=bearer("live-secret")).status_code == 200
+    got = client.get("/__mirror/auth")
+    assert got.json() == {"keys": 2} and "secret" not in got.text  # never the keys themselves
+
+    assert client.put("/__mirror/auth", json={"keys": []}).json() == {"keys": 0}
+    assert get_ok(client)["total"] == 194
+    assert mirror.requests_by_key == {"live-secret": 1}
+
+
+def test_set_api_keys(mirror: Mirror, client: httpx.Client) -> None:
+    mirror.set_api_keys(["py"])
+    assert client.get("/products").status_code == 401
+    assert client.get("/products", headers=bearer("py")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[], {}, {"keys": "k1"}, {"keys": [""]}, {"keys": [1]}, {"keys": None}, "not json"],
+)
+def test_put_auth_bad_body(kclient: httpx.Client, body: Any) -> None:
+    content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+    r = kclient.put("/__mirror/auth", content=content)
+    assert r.status_code == 400
+    message = r.json()["message"]
+    assert message and "\n" not in message
+    assert get_ok(kclient, "/__mirror/auth") == {"keys": 2}  # unchanged
+
+
+def test_reset_keeps_constructor_keys(keyed: Mirror, kclient: httpx.Client) -> None:
+    assert kclient.get("/products", headers=bearer("k2")).status_code == 200
+    assert kclient.put("/__mirror/auth", json={"keys": []}).status_code == 200
+    assert kclient.get("/products").status_code == 200
+    assert kclient.post("/__mirror/reset").status_code == 200
+    assert get_ok(kclient, "/__mirror/auth") == {"keys": 2}
+    assert kclient.get("/products").status_code == 401
+    assert not keyed.requests_by_key
+
+
+def test_cli_api_key() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mirror", "--port", "0", "--api-key", "k1", "--api-key", "k2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("DummyJSON mirror on http://127.0.0.1:"), line
+        url = line.split()[3].removesuffix("/products")
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.get("/products").status_code == 401
+            assert [c.get("/products", headers=bearer(k)).status_code for k in KEYS] == [200] * 2
+            assert c.get("/__mirror/auth").json() == {"keys": 2}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

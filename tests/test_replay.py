@@ -11,8 +11,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import WORKFLOWS
-from workflows.notify import JobNotifier
+from worker import WORKFLOWS, interceptors
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -31,7 +30,7 @@ def test_every_workflow_type_has_a_recorded_history() -> None:
 async def test_history_replays_cleanly(path: Path) -> None:
     replayer = Replayer(
         workflows=list(WORKFLOWS),
-        interceptors=[JobNotifier()],
+        interceptors=interceptors(),
         data_converter=pydantic_data_converter,
     )
     await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))

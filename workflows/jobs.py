@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +25,22 @@ class EchoInput(BaseModel):
 class Job:
     workflow: str
     args_model: type[BaseModel]
+    per_connection: bool = False  # ShipEngine's default: one run per active connection
 
     def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.args_model.model_validate(args).model_dump(mode="json", exclude_unset=True)
 
 
 JOBS: dict[str, Job] = {
-    "sync-products": Job(workflow="SyncProductsWorkflow", args_model=SyncProductsInput),
+    "sync-products": Job(
+        workflow="SyncProductsWorkflow", args_model=SyncProductsInput, per_connection=True
+    ),
     "echo": Job(workflow="EchoJobWorkflow", args_model=EchoInput),
 }
+
+
+def cache_id(tag: str, job: str, args: dict[str, Any], session_token: str | None = None) -> str:
+    """The workflow id every identical request shares (Ductape's cache tag): Temporal runs one
+    workflow per id at a time, and a fresh completed one is reused instead of run again."""
+    body = json.dumps([job, args, session_token], sort_keys=True, default=str)
+    return f"cache/{tag}/{hashlib.sha256(body.encode()).hexdigest()[:16]}"

@@ -26,12 +26,20 @@ with workflow.unsafe.imports_passed_through():
 SCHEDULE_PREFIX = "schedule/"
 
 
-async def _notify(parent_id: str, outcome: str) -> None:
-    finished = JobFinished(child_id=workflow.info().workflow_id, outcome=outcome)  # type: ignore[arg-type]
+async def _notify(parent_id: str, outcome: str, error: str | None = None) -> None:
+    finished = JobFinished(
+        child_id=workflow.info().workflow_id,
+        outcome=outcome,  # type: ignore[arg-type]
+        error=error,
+    )
     try:
         await workflow.get_external_workflow_handle(parent_id).signal("job_finished", finished)
     except Exception as exc:  # the schedule may be gone (deleted, finished): nothing to tell
         workflow.logger.info("schedule %s not told of %s: %s", parent_id, outcome, exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0][:500]
 
 
 class _NotifyInbound(WorkflowInboundInterceptor):
@@ -45,10 +53,13 @@ class _NotifyInbound(WorkflowInboundInterceptor):
             raise  # the job goes on in a new run
         except (Exception, asyncio.CancelledError) as exc:  # not GeneratorExit: cache eviction
             cancelled = is_cancelled_exception(exc) or isinstance(exc, CancelledError)
+            outcome, error = ("canceled", None) if cancelled else ("failed", _one_line(exc))
             # shielded: a cancelled job still reports that it ended
-            await asyncio.shield(_notify(parent.workflow_id, "canceled" if cancelled else "failed"))
+            await asyncio.shield(_notify(parent.workflow_id, outcome, error))
             raise
-        await _notify(parent.workflow_id, "completed")
+        # A job may end normally yet report failure in its result (SyncReport.status "failed").
+        error = getattr(result, "error", None) if not isinstance(result, dict) else None
+        await _notify(parent.workflow_id, "failed" if error else "completed", error)
         return result
 
 

@@ -16,16 +16,15 @@ from typing import Any, cast
 from temporalio import workflow
 from temporalio.common import (
     RetryPolicy,
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from models import (
+        Expansion,
         ExpansionRequest,
+        FanOutInput,
         FireOutcome,
         FireRecord,
         JobFinished,
@@ -37,16 +36,17 @@ with workflow.unsafe.imports_passed_through():
         ScheduleView,
         SkipReason,
     )
+    from workflows.children import schedule_attributes, start_jobs
+    from workflows.fanout import FanOutWorkflow
     from workflows.jobs import JOBS
     from workflows.timemath import Timing, fire_id, parse_duration
 
-SCHEDULE_NAME = SearchAttributeKey.for_keyword("ScheduleName")
-SCHEDULED_FIRE_TIME = SearchAttributeKey.for_datetime("ScheduledFireTime")
 RECENT = 10
 MISSED_COUNT_CAP = 10_000  # beyond this many missed fires in one wake, stop counting one by one
 # The loop's own activities are short; a worker that dies in one is noticed after this long.
 LOOP_ACTIVITY_TIMEOUT = timedelta(seconds=10)
 EXPANSION_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
+EXPANSION_TIMEOUT = timedelta(seconds=60)  # user functions may do I/O; a dead worker costs this
 
 
 @workflow.defn
@@ -166,6 +166,9 @@ class ScheduleWorkflow:
             return
         if done.outcome != "completed":
             state.job_failures += 1
+            state.job_errors[done.child_id] = done.error or done.outcome
+            for old in list(state.job_errors)[:-RECENT]:
+                del state.job_errors[old]
         if not state.running:
             state.last_finished = workflow.now()
         self._wake = True
@@ -292,10 +295,13 @@ class ScheduleWorkflow:
             self._skip(last_missed, "missed", count=missed)
         return None if too_old else due
 
-    def _skip(self, fire: datetime, reason: SkipReason, count: int = 1) -> None:
+    def _skip(
+        self, fire: datetime, reason: SkipReason, count: int = 1, error: str | None = None
+    ) -> None:
         state = self._state
         state.skipped[reason] = state.skipped.get(reason, 0) + count
-        error = f"{count} fires" if count > 1 else None
+        if count > 1:
+            error = f"{count} fires"
         self._record(fire, cast(FireOutcome, f"skipped: {reason}"), error=error)
 
     async def _fire(
@@ -311,6 +317,91 @@ class ScheduleWorkflow:
             state.cursor = fire
         if not overlap_checked and not await self._overlap_allows(fire):
             return
+        base = f"{spec.name}/{fire_id(fire)}{'-manual' if manual else ''}"
+        if not workflow.patched("keyed-expansion"):
+            await self._fire_unkeyed(fire, base, manual)
+            return
+        try:
+            expansion = await workflow.execute_activity(
+                "expand_fire",
+                ExpansionRequest(
+                    name=spec.name,
+                    job=spec.job,
+                    fire_time=fire,
+                    args=spec.args,
+                    expansion=spec.expansion,
+                    api_code=spec.api_code,
+                    fire_key=base,
+                ),
+                result_type=Expansion,
+                start_to_close_timeout=EXPANSION_TIMEOUT,
+                retry_policy=RetryPolicy(
+                    maximum_attempts=(2 if spec.retries is None else spec.retries) + 1,
+                    initial_interval=timedelta(seconds=1),
+                ),
+            )
+        except ActivityError as exc:
+            state.failed += 1
+            self._record(fire, "failed", error=str(exc.cause or exc))
+            return
+        if not expansion.count:
+            self._skip(fire, "empty expansion", error=expansion.note)
+            return
+        if expansion.ref is not None:
+            ids = [base]
+            state.running[base] = fire
+            await self._start_fan_out(base, fire, expansion)
+        else:
+            started = await start_jobs(
+                [(base if x.key is None else f"{base}/{x.key}", x.args) for x in expansion.inputs],
+                job=spec.job,
+                schedule=spec.name,
+                fire=fire,
+                options=spec.job_options,
+                close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+            ids = started.ids
+            for child_id, handle in started.handles.items():
+                state.running[child_id] = fire
+                # The loop learns of the end by signal (it survives continue-as-new); the
+                # handle's outcome is read only so asyncio does not report it as unretrieved.
+                handle.add_done_callback(lambda done: done.cancelled() or done.exception())
+        if manual:
+            state.triggered += 1
+        else:
+            state.fires += 1
+        self._record(fire, "started", children=ids, jobs=expansion.count)
+
+    async def _start_fan_out(self, base: str, fire: datetime, expansion: Expansion) -> None:
+        assert self._inp is not None and expansion.ref is not None
+        spec = self._inp.spec
+        try:
+            handle = await workflow.start_child_workflow(
+                FanOutWorkflow.run,
+                FanOutInput(
+                    name=spec.name,
+                    job=spec.job,
+                    fire_time=fire,
+                    ref=expansion.ref,
+                    pages=expansion.pages,
+                    count=expansion.count,
+                    options=spec.job_options,
+                ),
+                id=base,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                search_attributes=schedule_attributes(spec.name, fire),
+            )
+        except WorkflowAlreadyStartedError:
+            self._state.running.pop(base, None)
+            return
+        handle.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def _fire_unkeyed(self, fire: datetime, base: str, manual: bool) -> None:
+        """Loops started before keyed expansion replay this path: `expand_schedule`, ids
+        `<base>` or `<base>/<i>`."""
+        assert self._inp is not None
+        spec, state = self._inp.spec, self._state
         try:
             inputs: list[dict[str, Any]] = await workflow.execute_activity(
                 "expand_schedule",
@@ -326,7 +417,6 @@ class ScheduleWorkflow:
         if not inputs:
             self._skip(fire, "empty expansion")
             return
-        base = f"{spec.name}/{fire_id(fire)}{'-manual' if manual else ''}"
         ids = [base] if len(inputs) == 1 else [f"{base}/{i}" for i in range(len(inputs))]
         for child_id in ids:
             state.running[child_id] = fire
@@ -378,12 +468,7 @@ class ScheduleWorkflow:
                 id=child_id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(SCHEDULE_NAME, self._inp.spec.name),
-                        SearchAttributePair(SCHEDULED_FIRE_TIME, fire),
-                    ]
-                ),
+                search_attributes=schedule_attributes(self._inp.spec.name, fire),
             )
         except WorkflowAlreadyStartedError:
             workflow.logger.info("%s already started: not run twice", child_id)
@@ -400,6 +485,7 @@ class ScheduleWorkflow:
         *,
         children: list[str] | None = None,
         error: str | None = None,
+        jobs: int | None = None,
     ) -> None:
         recent = self._state.recent
         recent.append(
@@ -409,6 +495,7 @@ class ScheduleWorkflow:
                 outcome=outcome,
                 children=children or [],
                 error=error,
+                jobs=jobs,
             )
         )
         del recent[:-RECENT]

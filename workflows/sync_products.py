@@ -15,7 +15,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from models import BatchRequest, BatchResult, FailedBatch, SyncProductsInput, SyncReport
+    from models import (
+        BatchRequest,
+        BatchResult,
+        FailedBatch,
+        SourceRequest,
+        SyncProductsInput,
+        SyncReport,
+    )
 
 BATCH_TIMEOUT = timedelta(seconds=60)
 MAX_LISTED = 20  # failed products listed in the report; the count is always exact
@@ -37,7 +44,7 @@ class SyncProductsWorkflow:
     @workflow.run
     async def run(self, inp: SyncProductsInput) -> SyncReport:
         started = workflow.now()
-        report = self._report = SyncReport(dry_run=inp.dry_run)
+        report = self._report = SyncReport(dry_run=inp.dry_run, connection_id=inp.connection_id)
         retry = RetryPolicy(
             initial_interval=timedelta(seconds=inp.retry_initial_interval_s),
             backoff_coefficient=2.0,
@@ -48,6 +55,9 @@ class SyncProductsWorkflow:
         try:
             total = await workflow.execute_activity(
                 "count_source_products",
+                # (before connections this activity took no argument; old histories replay fine:
+                # an activity's input is not part of the determinism check)
+                SourceRequest(connection_id=inp.connection_id),
                 result_type=int,
                 start_to_close_timeout=BATCH_TIMEOUT,
                 retry_policy=retry,
@@ -68,7 +78,11 @@ class SyncProductsWorkflow:
                     result = await workflow.execute_activity(
                         "sync_products_batch",
                         BatchRequest(
-                            offset=offset, limit=limit, dry_run=inp.dry_run, tenant=inp.tenant
+                            offset=offset,
+                            limit=limit,
+                            dry_run=inp.dry_run,
+                            tenant=inp.catalog_tenant,
+                            connection_id=inp.connection_id,
                         ),
                         result_type=BatchResult,
                         start_to_close_timeout=BATCH_TIMEOUT,

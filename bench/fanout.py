@@ -1,0 +1,199 @@
+"""Time one fire of a large fan-out (the `numbers` expansion, N `echo` jobs) on a dev server.
+
+A fire with thousands of inputs goes loop -> FanOutWorkflow -> one FanOutPageWorkflow per 500
+inputs -> one job each. This measures what that costs and whether it stays inside Temporal's
+limits: wall time from starting the loop to the fan-out's completion, how fast jobs start (from
+their visibility start times) and finish, the largest history of any workflow involved (the
+50k-event limit is the one that matters), and this process's peak RSS (the worker runs here).
+
+Starts its own Temporal dev server and worker (nothing else needs to run); one task queue per
+size. Prints one table. Usage: .venv/bin/python bench/fanout.py [--sizes 1000 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from temporalio.client import Client  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from config import Settings  # noqa: E402
+from models import FanOutResult, ScheduleInput, ScheduleSpec  # noqa: E402
+from worker import build_worker  # noqa: E402
+from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
+from workflows.schedule import ScheduleWorkflow  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PAGE_SIZE = 500  # activities/expansion.py: inputs per page workflow
+JOB_SAMPLE = 20
+
+
+@dataclass
+class Row:
+    inputs: int
+    completed: int = 0
+    failed: int = 0
+    wall_s: float = 0.0
+    started_per_s: float = 0.0
+    completed_per_s: float = 0.0
+    max_history: int = 0
+    max_history_of: str = ""
+    peak_rss_mb: float = 0.0
+    note: str = ""
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (the worker included): KiB on Linux, bytes on macOS."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+async def history_length(client: Client, wf_id: str) -> int:
+    desc = await client.get_workflow_handle(wf_id).describe()
+    return desc.raw_description.workflow_execution_info.history_length
+
+
+async def wait_for_fire(client: Client, loop_id: str, timeout: float) -> str:
+    """The fan-out workflow's id, once the loop has recorded its first fire."""
+    handle = client.get_workflow_handle_for(ScheduleWorkflow.run, loop_id)
+    deadline = time.perf_counter() + timeout
+    while True:
+        view = await handle.query(ScheduleWorkflow.describe)
+        if view.state.recent and view.state.recent[-1].children:
+            return view.state.recent[-1].children[0]
+        if view.state.recent and view.state.recent[-1].outcome != "started":
+            raise RuntimeError(f"fire did not start: {view.state.recent[-1]}")
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the loop did not fire")
+        await asyncio.sleep(0.05)
+
+
+async def start_span_s(client: Client, queue: str, n: int, timeout: float = 60) -> float:
+    """Seconds between the first and the last job's start, from visibility (which may lag)."""
+    query = f'WorkflowType = "EchoJobWorkflow" AND TaskQueue = "{queue}"'
+    deadline = time.perf_counter() + timeout
+    while (await client.count_workflows(query)).count < n:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"visibility shows fewer than {n} jobs after {timeout}s")
+        await asyncio.sleep(0.5)
+    starts = [wf.start_time async for wf in client.list_workflows(query, page_size=1000)]
+    return (max(starts) - min(starts)).total_seconds()
+
+
+async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) -> Row:
+    client = env.client
+    queue = f"bench-fanout-{n}-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        catalog_db=tmp / f"{queue}.db",
+        temporal_task_queue=queue,
+        session_secret="x" * 40,  # type: ignore[arg-type]
+    )
+    spec = ScheduleSpec(
+        name=f"bench-{n}-{uuid.uuid4().hex[:6]}",
+        job="echo",
+        every="1d",
+        expansion="numbers",
+        args={"count": n},
+    )
+    row = Row(inputs=n)
+    async with build_worker(client, settings, max_concurrent_workflow_tasks=50):
+        started = time.perf_counter()
+        loop = await client.start_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=spec),
+            id=f"schedule/{spec.name}",
+            task_queue=queue,
+        )
+        base = await wait_for_fire(client, loop.id, timeout=60)
+        fan_out = client.get_workflow_handle(base, result_type=FanOutResult)
+        try:
+            result = await asyncio.wait_for(fan_out.result(), timeout)
+        except TimeoutError:
+            progress = await fan_out.query("progress", result_type=FanOutResult)
+            row.completed, row.failed = progress.completed, progress.failed
+            row.wall_s = time.perf_counter() - started
+            row.note = f"timed out after {timeout:.0f}s: {progress.jobs} jobs started"
+            await loop.execute_update(ScheduleWorkflow.delete)
+            row.peak_rss_mb = peak_rss_mb()
+            return row
+        row.wall_s = time.perf_counter() - started
+        row.completed, row.failed = result.completed, result.failed
+        if result.errors:
+            row.note = f"errors: {next(iter(result.errors.items()))}"
+        row.completed_per_s = n / row.wall_s
+        span = await start_span_s(client, queue, n)
+        row.started_per_s = n / span if span > 0 else float("inf")
+        await loop.execute_update(ScheduleWorkflow.delete)
+        await loop.result()
+    pages = [f"{base}/page-{p:04d}" for p in range(-(-n // PAGE_SIZE))]
+    jobs = [f"{base}/n{i * n // JOB_SAMPLE:06d}" for i in range(min(JOB_SAMPLE, n))]
+    ids = [loop.id, base, *pages, *jobs]
+    lengths = await asyncio.gather(*(history_length(client, i) for i in ids))
+    row.max_history, row.max_history_of = max(zip(lengths, ids, strict=True))
+    row.peak_rss_mb = peak_rss_mb()
+    return row
+
+
+def print_table(rows: list[Row]) -> None:
+    head = (
+        f"{'inputs':>7} {'completed':>9} {'failed':>6} {'wall s':>8} {'started/s':>9} "
+        f"{'completed/s':>11} {'max history':>11}  {'of workflow':<44} {'peak RSS MB':>11}"
+    )
+    print(head)
+    for r in rows:
+        print(
+            f"{r.inputs:>7} {r.completed:>9} {r.failed:>6} {r.wall_s:>8.1f} "
+            f"{r.started_per_s:>9.1f} {r.completed_per_s:>11.1f} {r.max_history:>11}  "
+            f"{r.max_history_of:<44} {r.peak_rss_mb:>11.0f}"
+        )
+        if r.note:
+            print(f"        note: {r.note}")
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--timeout", type=float, default=900, help="seconds to wait for each fire")
+    a = p.parse_args()
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=[SCHEDULE_NAME, SCHEDULED_FIRE_TIME],
+        dev_server_extra_args=["--ui-disable-news-fetch"],
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in a.sizes:
+            rows.append(await run_size(env, Path(tmp), n, a.timeout))
+    await env.shutdown()
+    print(
+        f"one fire of the `numbers` expansion: N `echo` jobs in pages of {PAGE_SIZE}, 4 pages in "
+        f"flight, 50 concurrent workflow tasks; max history over the loop, the fan-out, every "
+        f"page and {JOB_SAMPLE} jobs; peak RSS is this process's (worker included), cumulative"
+    )
+    print_table(rows)
+    print(
+        f"command: {' '.join([os.path.relpath(sys.executable, ROOT), *sys.argv])} · machine: "
+        f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    sys.stdout.flush()
+    os._exit(0)  # temporalio/sdk-python#300: skip interpreter teardown

@@ -1,0 +1,100 @@
+"""Talking to schedule loops through Temporal: start one, or give a running one a new spec.
+
+Shared by `starter.py start|update`, `make run` and Ductape-style `schedule()`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from config import ConfigError
+from models import ScheduleInput, ScheduleSpec, ScheduleSummary, ScheduleView
+from workflows.schedule import ScheduleWorkflow
+
+QUERY_TIMEOUT = 5.0
+
+
+def schedule_id(name: str) -> str:
+    return f"schedule/{name}"
+
+
+async def status_of(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus | None:
+    try:
+        desc = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return desc.status
+
+
+async def query_view(handle: WorkflowHandle[Any, Any]) -> ScheduleView | None:
+    try:
+        return await handle.query(
+            "describe", result_type=ScheduleView, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
+        )
+    except RPCError:
+        return None
+
+
+async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> str:
+    """A running loop gets the file's spec if it changed (counts kept); else nothing happens."""
+    view = await handle.query(
+        "describe", result_type=ScheduleView, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
+    )
+    if view.spec.model_dump(mode="json") == spec.model_dump(mode="json"):
+        return f"{spec.name}: already running as {handle.id}; unchanged"
+    try:
+        result = await handle.execute_update("update", spec, result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        raise ConfigError(f"{spec.name}: update refused: {exc.cause}") from None
+    return f"{spec.name}: {result} (counts kept)"
+
+
+async def start_schedules(
+    client: Client, specs: list[ScheduleSpec], task_queue: str, *, start_new: bool = True
+) -> list[str]:
+    """Start what is not running; update running loops whose spec changed."""
+    lines = []
+    for spec in specs:
+        handle = client.get_workflow_handle(schedule_id(spec.name))
+        status = await status_of(handle)
+        if status == WorkflowExecutionStatus.RUNNING:
+            lines.append(await apply_spec(handle, spec))
+            continue
+        if status == WorkflowExecutionStatus.COMPLETED:
+            summary = await client.get_workflow_handle(
+                handle.id, result_type=ScheduleSummary
+            ).result()
+            lines.append(
+                f"{spec.name}: already finished ({summary.reason}, {summary.fires} fires); "
+                "not restarted"
+            )
+            continue
+        if not start_new:
+            lines.append(f"{spec.name}: not running; `starter.py start` starts it")
+            continue
+        try:
+            await client.start_workflow(
+                ScheduleWorkflow.run,
+                ScheduleInput(spec=spec),
+                id=handle.id,
+                task_queue=task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            )
+        except WorkflowAlreadyStartedError:
+            lines.append(f"{spec.name}: already running as {handle.id}; nothing started")
+            continue
+        lines.append(f"{spec.name}: started as {handle.id} ({spec.describe()})")
+    return lines

@@ -1,0 +1,329 @@
+"""The connection registry: the store on a real SQLite file, and `starter.py connections` as a
+user runs it (a real process; no Temporal server, since these commands never talk to one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from activities.catalog import CatalogProduct, SqliteCatalog, Variant
+from activities.connections import (
+    Connection,
+    ConnectionExists,
+    ConnectionNotFound,
+    ConnectionStore,
+    NewConnection,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk_test_8f3a9c2e71d64b05"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "app.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> ConnectionStore:
+    return ConnectionStore(db_path)
+
+
+def new(id: str, **fields: Any) -> NewConnection:
+    return NewConnection.model_validate({"name": f"shop {id}", "api_key": KEY, "id": id, **fields})
+
+
+def rows(path: Path) -> list[tuple[Any, ...]]:
+    """The raw table, key included: what 'nothing written' is checked against."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT * FROM connections ORDER BY id").fetchall()
+
+
+# --- the store -------------------------------------------------------------------------------
+
+
+def test_add_get_and_list_ordered_by_id(store: ConnectionStore) -> None:
+    for cid in ("shop-b", "shop-a", "shop-c"):
+        store.add(new(cid))
+    assert [c.id for c in store.list()] == ["shop-a", "shop-b", "shop-c"]
+    got = store.get("shop-a")
+    assert isinstance(got, Connection)
+    assert (got.api_code, got.name, got.scope) == ("dummyjson", "shop shop-a", None)
+    assert got.active
+    assert got.api_key.get_secret_value() == KEY
+    assert got.created_at.tzinfo is not None and got.created_at.utcoffset() == timedelta(0)
+    assert got.created_at == got.updated_at
+    assert store.get("nope") is None
+
+
+def test_list_filters_by_api_code_and_active(store: ConnectionStore) -> None:
+    store.add(new("a", api_code="dummyjson"))
+    store.add(new("b", api_code="fakestore"))
+    store.add(new("c", api_code="dummyjson", active=False))
+    store.add(new("d", api_code="fakestore", active=False))
+    assert [c.id for c in store.list(api_code="dummyjson")] == ["a", "c"]
+    assert [c.id for c in store.list(active_only=True)] == ["a", "b"]
+    assert [c.id for c in store.list(api_code="fakestore", active_only=True)] == ["b"]
+    assert store.list(api_code="nothing") == []
+
+
+def test_add_refuses_an_existing_id_unless_replace(store: ConnectionStore, db_path: Path) -> None:
+    first = store.add(new("shop", scope="smartphones"))
+    before = rows(db_path)
+    with pytest.raises(ConnectionExists, match="connection 'shop' exists; pass --replace"):
+        store.add(new("shop", name="other"))
+    assert rows(db_path) == before
+
+    replaced = store.add(new("shop", name="renamed", api_key="sk_new", active=False), replace=True)
+    assert replaced.created_at == first.created_at
+    assert replaced.updated_at > first.updated_at
+    assert store.get("shop") == replaced
+    assert (replaced.name, replaced.scope, replaced.active) == ("renamed", None, False)
+    assert replaced.api_key.get_secret_value() == "sk_new"
+    assert store.add(new("fresh"), replace=True).created_at is not None  # replace also adds
+
+
+def test_set_active(store: ConnectionStore) -> None:
+    added = store.add(new("shop"))
+    off = store.set_active("shop", False)
+    assert not off.active and off.updated_at > added.updated_at
+    assert store.require("shop") == off
+    assert store.set_active("shop", False) == off  # already off: a no-op, updated_at kept
+    assert store.set_active("shop", True).active
+    with pytest.raises(ConnectionNotFound):
+        store.set_active("nope", True)
+
+
+def test_remove_and_not_found(store: ConnectionStore) -> None:
+    store.add(new("shop"))
+    assert store.remove("shop") is True
+    assert store.remove("shop") is False
+    assert store.get("shop") is None
+    with pytest.raises(ConnectionNotFound) as exc:
+        store.require("shop")
+    assert str(exc.value) == "no connection 'shop'; `starter.py connections list` shows them"
+
+
+def test_the_key_is_secret_in_every_rendering(store: ConnectionStore, db_path: Path) -> None:
+    conn = store.add(new("shop"))
+    for text in (repr(conn), str(conn), conn.model_dump_json(), repr(store.list())):
+        assert KEY not in text
+    assert conn.model_dump(mode="json")["api_key"] == "**********"
+    assert KEY in repr(rows(db_path))  # plain text at rest, as the module docstring says
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"id": "Bad ID!"}, "id"),
+        ({"id": "-leading-dash"}, "id"),
+        ({"id": "x" * 64}, "id"),
+        ({"api_code": "Dummy JSON"}, "api_code"),
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "n" * 201}, "name"),
+        ({"api_key": ""}, "api_key"),
+        ({"api_key": " \n"}, "api_key"),
+        ({"scope": "Smart Phones"}, "scope"),
+        ({"secret": "x"}, "secret"),  # extra="forbid"
+    ],
+)
+def test_bad_fields_are_refused(fields: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        NewConnection.model_validate({"id": "shop", "name": "n", "api_key": KEY, **fields})
+    assert exc.value.errors()[0]["loc"] == (field,)
+
+
+def test_limits_that_are_allowed() -> None:
+    assert new("a" * 63, name="n" * 200, scope="mens-shirts").id == "a" * 63
+    assert new("0_x-y").api_key.get_secret_value() == KEY
+    pasted = new("shop", api_key=f"  {KEY}\n", name=" Main shop ")
+    assert (pasted.api_key.get_secret_value(), pasted.name) == (KEY, "Main shop")
+
+
+def _product(n: int) -> CatalogProduct:
+    return CatalogProduct(
+        external_id=f"dummyjson:{n}",
+        handle=f"product-{n}",
+        title=f"Product {n}",
+        description="",
+        category="beauty",
+        tags=[],
+        images=[],
+        thumbnail=None,
+        width=None,
+        height=None,
+        depth=None,
+        weight=None,
+        metadata={},
+        variant=Variant(sku=None, price_amount=999, inventory_quantity=1),
+    )
+
+
+def test_shares_the_application_database_with_the_catalog(db_path: Path) -> None:
+    catalog = SqliteCatalog(db_path)
+    catalog.db.connect().close()  # the catalog's tables first, as in a deployed app
+    store = ConnectionStore(db_path)
+    store.add(new("shop"))
+    assert len(catalog.sync_batch([_product(1)], dry_run=False).create) == 1
+    again = SqliteCatalog(db_path)  # a fresh process's view of the same file
+    assert len(again.sync_batch([_product(1), _product(2)], dry_run=False).create) == 1
+    assert [c.id for c in ConnectionStore(db_path).list()] == ["shop"]
+    with sqlite3.connect(db_path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"products", "product_variants", "connections"} <= tables
+        assert conn.execute("SELECT count(*) FROM products").fetchone()[0] == 2
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def env(db_path: Path) -> dict[str, str]:
+    """CATALOG_DB on a tmp file; Temporal pointed at a closed port, to show none is needed."""
+    drop = ("SYNC_PRODUCTS_", "TEMPORAL_", "CATALOG_DB")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return base | {
+        "CATALOG_DB": str(db_path),
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "COLUMNS": "200",  # rich would wrap the table at 80 columns
+    }
+
+
+def connections(env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "starter.py"), "connections", *args],
+        input=stdin,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def test_cli_add_by_flag_and_stdin_and_list_never_shows_the_key(
+    env: dict[str, str], db_path: Path
+) -> None:
+    stdin_key = "sk_stdin_5b1d0e77c2a94f38"
+    outputs = []
+    code, out, err = connections(
+        env, "add", "--id", "main", "--name", "Main [bold]", "--api-key", KEY
+    )
+    assert (code, out.strip()) == (0, "connection main added"), err
+    outputs.append(out + err)
+    code, out, err = connections(
+        env,
+        *("add", "--id", "phones", "--name", "Phones", "--api-key", "-"),
+        *("--scope", "smartphones", "--inactive"),
+        stdin=f"  {stdin_key}  \nsecond line is ignored\n",
+    )
+    assert (code, out.strip()) == (0, "connection phones added"), err
+    outputs.append(out + err)
+
+    store = ConnectionStore(db_path)
+    phones = store.require("phones")
+    assert phones.api_key.get_secret_value() == stdin_key
+    assert (phones.scope, phones.active) == ("smartphones", False)
+
+    code, table, err = connections(env, "list")
+    assert code == 0, err
+    assert "main" in table and "phones" in table and "smartphones" in table
+    assert "Main [bold]" in table  # a name is text, not rich markup
+    code, listed, err = connections(env, "list", "--json", "--all")
+    assert code == 0, err
+    objects = json.loads(listed)
+    assert [o["id"] for o in objects] == ["main", "phones"]
+    assert [o["active"] for o in objects] == [True, False]
+    assert all(
+        list(o) == ["id", "api_code", "name", "scope", "active", "created_at", "updated_at"]
+        for o in objects
+    )
+    for text in [*outputs, table, listed, err]:
+        assert KEY not in text and stdin_key not in text
+        assert "sk_" not in text and "****" not in text  # no part of it, not even masked
+
+
+def test_cli_replace_disable_enable_remove(env: dict[str, str], db_path: Path) -> None:
+    store = ConnectionStore(db_path)
+    first = store.add(new("shop"))
+    code, out, _ = connections(
+        env, "add", "--id", "shop", "--name", "Renamed", "--api-key", "sk_2", "--replace"
+    )
+    assert (code, out.strip()) == (0, "connection shop replaced")
+    replaced = store.require("shop")
+    assert replaced.name == "Renamed" and replaced.created_at == first.created_at
+
+    steps = [
+        ("disable", "connection shop disabled", False),
+        ("disable", "connection shop disabled (it already was)", False),
+        ("enable", "connection shop enabled", True),
+    ]
+    for action, line, active in steps:
+        code, out, err = connections(env, action, "shop")
+        assert (code, one_line(out)) == (0, line), err
+        assert store.require("shop").active is active
+    code, out, _ = connections(env, "remove", "shop")
+    assert (code, one_line(out)) == (0, "connection shop removed")
+    assert store.list() == []
+
+
+ADD = ("add", "--name", "New", "--api-key", "sk_new_one")
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "expected"),
+    [
+        ((*ADD, "--id", "Bad ID!"), "", "error: --id 'Bad ID!': use 1 to 63 lowercase"),
+        ((*ADD, "--id", "x" * 64), "", "error: --id"),
+        ((*ADD, "--id", "ok", "--api-code", "Dummy JSON"), "", "error: --api-code 'Dummy JSON'"),
+        (("add", "--id", "ok", "--name", "", "--api-key", "k"), "", "error: --name '': give"),
+        (("add", "--id", "ok", "--name", "  ", "--api-key", "k"), "", "error: --name"),
+        (("add", "--id", "ok", "--name", "n", "--api-key", ""), "", "error: --api-key: give"),
+        (("add", "--id", "ok", "--name", "n", "--api-key", "-"), "\n", "error: --api-key:"),
+        ((*ADD, "--id", "ok", "--scope", "Smart Phones"), "", "error: --scope 'Smart Phones'"),
+        (
+            (*ADD, "--id", "shop"),
+            "",
+            "error: --id: connection 'shop' exists; pass --replace to change it",
+        ),
+        (("disable", "nope"), "", "error: id: no connection 'nope'; `starter.py connections list`"),
+        (("enable", "nope"), "", "error: id: no connection 'nope'"),
+        (("remove", "nope"), "", "error: id: no connection 'nope'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
+    env: dict[str, str], db_path: Path, args: tuple[str, ...], stdin: str, expected: str
+) -> None:
+    ConnectionStore(db_path).add(new("shop", active=False))
+    before = rows(db_path)
+    code, out, err = connections(env, *args, stdin=stdin)
+    assert code == 2, (out, err)
+    line = one_line(err)
+    assert line.startswith(expected), line
+    assert "sk_new_one" not in line and KEY not in line
+    assert rows(db_path) == before

@@ -1,0 +1,105 @@
+"""Starting job workflows, shared by the schedule loop and the fan-out workflows.
+
+One place decides a job's workflow id, search attributes, retry policy and session memo, and
+applies the cache tag: a cached job's id is derived from its request, so identical requests
+share one workflow, and one that completed within the cache TTL is reused, not run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from models import JobOptions
+    from workflows.jobs import JOBS, cache_id
+
+SCHEDULE_NAME = SearchAttributeKey.for_keyword("ScheduleName")
+SCHEDULED_FIRE_TIME = SearchAttributeKey.for_datetime("ScheduledFireTime")
+CHECK_TIMEOUT = timedelta(seconds=30)
+SESSION_MEMO = "session"
+
+
+def schedule_attributes(schedule: str, fire: datetime) -> TypedSearchAttributes:
+    """What every workflow a fire starts carries, to find it in the UI or `temporal` CLI."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(SCHEDULE_NAME, schedule),
+            SearchAttributePair(SCHEDULED_FIRE_TIME, fire),
+        ]
+    )
+
+
+@dataclass
+class Started:
+    """What became of each requested job id (after the cache tag renamed it, if set)."""
+
+    ids: list[str] = field(default_factory=list)  # every job of the fire, in input order
+    handles: dict[str, workflow.ChildWorkflowHandle[Any, Any]] = field(default_factory=dict)
+    cached: list[str] = field(default_factory=list)  # a fresh result exists: not run again
+    duplicate: list[str] = field(default_factory=list)  # already started before: not run twice
+
+
+async def start_jobs(
+    jobs: list[tuple[str, dict[str, Any]]],
+    *,
+    job: str,
+    schedule: str,
+    fire: datetime,
+    options: JobOptions,
+    close_policy: workflow.ParentClosePolicy,
+) -> Started:
+    """Start one child per (id, args), all at once; never the same id twice."""
+    started = Started(ids=[i for i, _ in jobs])
+    reuse = WorkflowIDReusePolicy.REJECT_DUPLICATE
+    if options.cache:
+        token = options.session.token if options.session else None
+        jobs = list({cache_id(options.cache, job, a, token): a for _, a in jobs}.items())
+        reuse = WorkflowIDReusePolicy.ALLOW_DUPLICATE
+        fresh = set(
+            await workflow.execute_activity(
+                "fresh_cached_runs",
+                args=[[i for i, _ in jobs], options.cache_ttl_s],
+                result_type=list[str],
+                start_to_close_timeout=CHECK_TIMEOUT,
+            )
+        )
+        started.ids = [i for i, _ in jobs]
+        started.cached = [i for i, _ in jobs if i in fresh]
+        jobs = [(i, a) for i, a in jobs if i not in fresh]
+    retry = None if options.retries is None else RetryPolicy(maximum_attempts=options.retries + 1)
+    memo = {SESSION_MEMO: options.session} if options.session else None
+    attrs = schedule_attributes(schedule, fire)
+
+    async def start(child_id: str, args: dict[str, Any]) -> None:
+        try:
+            handle = await workflow.start_child_workflow(
+                JOBS[job].workflow,
+                args,
+                id=child_id,
+                parent_close_policy=close_policy,
+                id_reuse_policy=reuse,
+                retry_policy=retry,
+                memo=memo,
+                search_attributes=attrs,
+            )
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info("%s already started: not run twice", child_id)
+            started.duplicate.append(child_id)
+            return
+        started.handles[child_id] = handle
+
+    await asyncio.gather(*(start(i, a) for i, a in jobs))
+    return started
