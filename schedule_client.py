@@ -5,6 +5,8 @@ Shared by `starter.py start|update`, `make run` and Ductape-style `schedule()`.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +25,8 @@ from models import ScheduleInput, ScheduleSpec, ScheduleSummary, ScheduleView
 from workflows.schedule import ScheduleWorkflow
 
 QUERY_TIMEOUT = 5.0
+UPDATE_TIMEOUT = timedelta(seconds=15)
+UPDATE_ATTEMPTS = 5
 
 
 def schedule_id(name: str) -> str:
@@ -48,6 +52,42 @@ async def query_view(handle: WorkflowHandle[Any, Any]) -> ScheduleView | None:
         return None
 
 
+def _dropped(exc: RPCError) -> bool:
+    """The server dropped the update unapplied: its workflow task failed (WorkflowNotReady), or
+    no answer came in time."""
+    if exc.status == RPCStatusCode.DEADLINE_EXCEEDED:
+        return True
+    details = exc.grpc_status.details if exc.status == RPCStatusCode.FAILED_PRECONDITION else []
+    return any(d.type_url.endswith("WorkflowNotReadyFailure") for d in details)
+
+
+async def control(handle: WorkflowHandle[Any, Any], update: str, *args: Any) -> str:
+    """Send one control update (pause, resume, trigger, update, delete) and return its answer.
+
+    The server drops an update whose workflow task fails. That happens in normal running: a
+    `delete` ends the loop, and if a job's completion reaches the loop in that same moment, the
+    server refuses the ending and replays the task without the update. So a dropped update is
+    sent again, under the same update id, which the server deduplicates: it is applied once.
+    """
+    update_id = f"{update}-{uuid.uuid4().hex[:12]}"
+
+    async def send() -> str:
+        return str(
+            await handle.execute_update(
+                update, args=args, id=update_id, result_type=str, rpc_timeout=UPDATE_TIMEOUT
+            )
+        )
+
+    for attempt in range(UPDATE_ATTEMPTS - 1):
+        try:
+            return await send()
+        except RPCError as exc:
+            if not _dropped(exc):
+                raise
+        await asyncio.sleep(0.2 * 2**attempt)
+    return await send()
+
+
 async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> str:
     """A running loop gets the file's spec if it changed (counts kept); else nothing happens."""
     view = await handle.query(
@@ -56,7 +96,7 @@ async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> st
     if view.spec.model_dump(mode="json") == spec.model_dump(mode="json"):
         return f"{spec.name}: already running as {handle.id}; unchanged"
     try:
-        result = await handle.execute_update("update", spec, result_type=str)
+        result = await control(handle, "update", spec)
     except WorkflowUpdateFailedError as exc:
         raise ConfigError(f"{spec.name}: update refused: {exc.cause}") from None
     return f"{spec.name}: {result} (counts kept)"

@@ -61,6 +61,7 @@ from models import (
     SyncReport,
 )
 from schedule_client import (
+    control,
     query_view,
     schedule_id,
     start_schedules,
@@ -274,7 +275,7 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     handle = await _running(client, args.name)
     arg = [PauseRequest(note=args.note)] if args.command in ("pause", "resume") else []
     try:
-        result = await handle.execute_update(args.command, *arg, result_type=str)
+        result = await control(handle, args.command, *arg)
     except WorkflowUpdateFailedError as exc:
         raise ConfigError(f"{args.name}: {args.command} refused: {exc.cause}") from None
     console.print(f"{args.name}: {result}")

@@ -33,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from config import Settings  # noqa: E402
 from models import FanOutResult, ScheduleInput, ScheduleSpec  # noqa: E402
+from schedule_client import control  # noqa: E402
 from worker import build_worker  # noqa: E402
 from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
@@ -127,7 +128,7 @@ async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
             row.completed, row.failed = progress.completed, progress.failed
             row.wall_s = time.perf_counter() - started
             row.note = f"timed out after {timeout:.0f}s: {progress.jobs} jobs started"
-            await loop.execute_update(ScheduleWorkflow.delete)
+            await control(loop, "delete")
             row.peak_rss_mb = peak_rss_mb()
             return row
         row.wall_s = time.perf_counter() - started
@@ -137,7 +138,7 @@ async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
         row.completed_per_s = n / row.wall_s
         span = await start_span_s(client, queue, n)
         row.started_per_s = n / span if span > 0 else float("inf")
-        await loop.execute_update(ScheduleWorkflow.delete)
+        await control(loop, "delete")
         await loop.result()
     pages = [f"{base}/page-{p:04d}" for p in range(-(-n // PAGE_SIZE))]
     jobs = [f"{base}/n{i * n // JOB_SAMPLE:06d}" for i in range(min(JOB_SAMPLE, n))]

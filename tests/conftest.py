@@ -101,7 +101,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Bound each async test just inside its pytest-timeout, so a hung test fails inside its own
     coroutine and the report shows the await it hung on (pytest-timeout's thread dump shows only
     an idle event loop)."""
-    default = float(config.getini("timeout") or 0)
+    default = float(config.getoption("timeout", None) or config.getini("timeout") or 0)
     for item in items:
         fn = getattr(item, "obj", None)
         marker = item.get_closest_marker("timeout")

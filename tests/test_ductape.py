@@ -24,6 +24,7 @@ import ductape_jobs
 from activities.sessions import issue_token, verify_token
 from config import Settings
 from models import ScheduleSummary, ScheduleView
+from schedule_client import control
 from tests.conftest import TEST_SESSION_SECRET, client_address
 from tests.test_cli import cli_env, one_line, starter
 from worker import build_worker
@@ -260,7 +261,7 @@ async def test_repeat_becomes_a_schedule_loop(
         assert "unchanged" in out, out
         assert await runs_of(client, done.workflow_id) == 1  # updated in place, not a 2nd loop
 
-        assert await handle.execute_update("delete", result_type=str) == "deleted"
+        assert await control(handle, "delete") == "deleted"
         summary = await asyncio.wait_for(
             client.get_workflow_handle(done.workflow_id, result_type=ScheduleSummary).result(),
             DEADLINE_S,
