@@ -21,7 +21,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -39,11 +46,32 @@ MS_THRESHOLD = 10**11  # a Unix time above this is in milliseconds (10^11 s is t
 
 def to_datetime(value: int | float | str) -> datetime:
     """Ductape's time: Unix seconds, Unix milliseconds, or ISO 8601."""
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    seconds = value / 1000 if value > MS_THRESHOLD else value
-    return datetime.fromtimestamp(seconds, UTC)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, str):
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        seconds = value / 1000 if value > MS_THRESHOLD else value
+        return datetime.fromtimestamp(seconds, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise ValueError(
+            f"{value!r} is not a time; use 0 (now), Unix seconds, Unix milliseconds or ISO 8601"
+        ) from None
+
+
+# ScheduleSpec's fields as a Ductape job names them, for errors found when mapping `repeat`.
+_DUCTAPE_NAMES = {
+    "cron": "repeat.cron",
+    "every": "repeat.every",
+    "limit": "repeat.limit",
+    "end_at": "repeat.endDate",
+    "timezone": "repeat.tz",
+    "start_at": "start_at",
+    "args": "input",
+    "cache": "cache",
+    "cache_ttl": "cache_ttl",
+}
 
 
 class Repeat(BaseModel):
@@ -59,6 +87,13 @@ class Repeat(BaseModel):
     @classmethod
     def _tz(cls, value: str) -> str:
         parse_timezone(value)
+        return value
+
+    @field_validator("endDate", mode="before")
+    @classmethod
+    def _end(cls, value: Any) -> Any:
+        if value is not None:
+            to_datetime(value)
         return value
 
     @model_validator(mode="after")
@@ -92,13 +127,17 @@ class DuctapeJob(BaseModel):
             raise ValueError(f"unknown job {value!r}; use one of {sorted(JOBS)}")
         return value
 
-    @field_validator("start_at", "cache_ttl")
+    @field_validator("start_at", mode="before")
     @classmethod
-    def _check_time(cls, value: Any, info: Any) -> Any:
-        if info.field_name == "cache_ttl":
-            parse_duration(value)
-        elif value not in (0, "0"):
+    def _start(cls, value: Any) -> Any:
+        if value not in (0, "0") or isinstance(value, bool):  # `true` is no time
             to_datetime(value)
+        return value
+
+    @field_validator("cache_ttl")
+    @classmethod
+    def _ttl(cls, value: str | int) -> str | int:
+        parse_duration(value)
         return value
 
     @field_validator("input")
@@ -106,6 +145,22 @@ class DuctapeJob(BaseModel):
     def _valid_input(cls, value: dict[str, Any], info: Any) -> dict[str, Any]:
         event = info.data.get("event")
         return value if event is None else JOBS[event].validate_args(value)
+
+    @model_validator(mode="after")
+    def _repeat_is_a_valid_schedule(self) -> DuctapeJob:
+        """A repeating job must make a valid schedule (cron, endDate after start_at, ...):
+        checked here, so a bad one is a one-line error naming the job's own field."""
+        if self.repeat is not None:
+            try:
+                self.to_spec()
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                msg = err["msg"].removeprefix("Value error, ")
+                if not err["loc"]:  # a cross-field check of the spec (end_at after start_at)
+                    raise ValueError(f"repeat: {msg.replace('end_at', 'endDate')}") from None
+                loc = [_DUCTAPE_NAMES.get(str(err["loc"][0]), "repeat"), *map(str, err["loc"][1:])]
+                raise ValueError(f"{'.'.join(loc)}: {msg}") from None
+        return self
 
     @property
     def name(self) -> str:

@@ -70,8 +70,12 @@ def by_region(request: dict[str, Any]) -> ExpansionResult:
 
 @expansion("numbers")
 def numbers(request: dict[str, Any]) -> ExpansionResult:
-    """`count` inputs numbered 0..count-1: a fan-out of any size (demos, `bench/fanout.py`)."""
-    return [{"key": f"n{i:06d}", "n": i} for i in range(int(request.get("count", 0)))]
+    """`count` inputs numbered 0..count-1: a fan-out of any size (demos, `bench/fanout.py`).
+
+    Each input also carries the schedule's other args (`{"count": 3, "sleep_s": 1}`: three
+    jobs that each take a second)."""
+    rest = {k: v for k, v in request.items() if k not in ("api_code", "name", "count")}
+    return [{**rest, "key": f"n{i:06d}", "n": i} for i in range(int(request.get("count", 0)))]
 
 
 @expansion("active-connections-or-nothing")

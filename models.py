@@ -161,6 +161,18 @@ class ScheduleSpec(BaseModel):
             parse_duration(value)
         return value
 
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: str | int | None) -> str | int | None:
+        """Fire ids have one-second resolution, and a sub-second loop is a mistake anyway
+        (most often a Ductape `every` in seconds where milliseconds are meant)."""
+        if value is not None and parse_duration(value) < timedelta(seconds=1):
+            raise ValueError(
+                f"{value!r} is under a second; use 1s or more (a number is milliseconds: "
+                "60000 is a minute)"
+            )
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
@@ -380,4 +392,16 @@ class FanOutResult(BaseModel):
     completed: int = 0
     failed: int = 0
     already_started: int = 0
-    errors: dict[str, str] = {}  # a few failed job ids -> why
+    errors: dict[str, str] = {}  # a few failed job ids (or "page N") -> why
+    failed_pages: int = 0  # page workflows that failed: their jobs' fate is in `errors`
+
+    @property
+    def error(self) -> str | None:
+        """One line when any job or page failed, so the schedule lists the fire's failure."""
+        if not self.failed and not self.failed_pages:
+            return None
+        parts = [f"{self.failed} of {self.jobs} jobs failed"]
+        if self.failed_pages:
+            parts.append(f"{self.failed_pages} pages failed")
+        first = next(iter(self.errors.items()), None)
+        return ", ".join(parts) + (f"; first: {first[0]}: {first[1]}" if first else "")

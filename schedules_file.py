@@ -22,9 +22,10 @@ DEFAULT_FILE = Path("schedules.toml")
 
 
 def field_error(exc: ValidationError) -> str:
+    """`field: why` for the first error; a whole-model check names its fields in its message."""
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "schedule"
-    return f"{field}: {err['msg'].removeprefix('Value error, ')}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in err['loc'])}: {msg}" if err["loc"] else msg
 
 
 def sync_products_args(settings: Settings, **overrides: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from rich.table import Table
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -303,7 +304,10 @@ async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
         await _running(client, args.name)  # raises the one-line error
         return 2
     if args.json:
-        print(view.model_dump_json(indent=2))
+        shown = view.model_dump(mode="json")
+        if shown["spec"].get("session"):  # a session token is a credential: never printed
+            shown["spec"]["session"]["token"] = "(hidden)"
+        print(json.dumps(shown, indent=2))
         return 0
     st = view.state
     head = Table.grid(padding=(0, 2))
@@ -435,7 +439,7 @@ def _connection_action(
         console.print(f"connection {new.id} {'replaced' if replaced else 'added'}")
         return 0
     if args.action == "list":
-        rows = store.list()
+        rows = store.list(active_only=args.active)
         if args.json:
             dumped = [c.model_dump(mode="json", exclude={"api_key"}) for c in rows]
             print(json.dumps(dumped, indent=2))
@@ -486,7 +490,7 @@ def _connections_parser(sub: Any) -> None:
     add.add_argument("--replace", action="store_true", help="overwrite an existing id")
     ls = actions.add_parser("list", help="all connections, with whether each is active")
     ls.add_argument("--json", action="store_true")
-    ls.add_argument("--all", action="store_true", help="include disabled ones (the default)")
+    ls.add_argument("--active", action="store_true", help="only the active ones (a fire's)")
     for name, text in (
         ("enable", "use it again"),
         ("disable", "mark it inactive; it is kept, with its key"),
@@ -511,7 +515,13 @@ async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     done = await schedule_job(client, job, settings.temporal_task_queue)
     console.print(done.message)
     if args.wait and done.kind == "one-off":
-        result = await client.get_workflow_handle(done.workflow_id).result()
+        try:
+            result = await client.get_workflow_handle(done.workflow_id).result()
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            why = str(getattr(cause, "cause", None) or cause or exc)
+            print(f"error: {done.workflow_id} failed: {why.splitlines()[0]}", file=sys.stderr)
+            return 1
         print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -26,6 +26,11 @@ from workflows.jobs import JOBS
 
 INLINE_MAX = 100  # more inputs than this go through the fan-out workflow, in pages
 PAGE_SIZE = 500  # inputs per page: one batch workflow each, well under 2,000 pending children
+# Temporal refuses a payload over 2 MB, and the start of 500 children goes out in one workflow
+# task completion (4 MB gRPC limit): bound by bytes as well as by count.
+INLINE_BYTES = 256 * 1024
+PAGE_BYTES = 1024 * 1024
+INPUT_BYTES = 64 * 1024
 MAX_INPUTS = 500_000
 KEEP_PAGES = timedelta(days=7)
 
@@ -71,9 +76,10 @@ class ExpansionActivities:
             if not result:
                 note = f"no active {req.api_code} connections (`starter.py connections add`)"
         inputs = self._keyed(function, result, req.job)
-        if len(inputs) <= INLINE_MAX:
+        sizes = [len(x.model_dump_json()) for x in inputs]
+        if len(inputs) <= INLINE_MAX and sum(sizes) <= INLINE_BYTES:
             return Expansion(function=function, count=len(inputs), inputs=inputs, note=note)
-        pages = self._store(req.fire_key, inputs)
+        pages = self._store(req.fire_key, inputs, sizes)
         return Expansion(function=function, count=len(inputs), ref=req.fire_key, pages=pages)
 
     @activity.defn(name="load_expansion_page")
@@ -124,8 +130,11 @@ class ExpansionActivities:
                 raise bad(f"returned {type(item).__name__} at [{i}]; each input must be a dict")
             args = dict(item)
             key = str(args.pop("key", None) or args.get("connection_id") or input_hash(args))
-            if not _KEY.match(key):
-                raise bad(f"gave input [{i}] the key {key!r}; keys are 1-64 of A-Z a-z 0-9 . _ -")
+            if not _KEY.match(key) or key.startswith("page-"):
+                raise bad(
+                    f"gave input [{i}] the key {key!r}; keys are 1-64 of A-Z a-z 0-9 . _ - "
+                    "and do not start with page- (the fan-out's own ids)"
+                )
             if key in seen:
                 raise bad(f"gave two inputs the key {key!r}; give each a distinct `key`")
             seen.add(key)
@@ -136,26 +145,48 @@ class ExpansionActivities:
                 where = ".".join(str(p) for p in err["loc"])
                 msg = f"input [{i}] ({key}) is not valid for {job}: {where}: {err['msg']}"
                 raise bad(msg) from None
+            size = len(json.dumps(args, default=str))
+            if size > INPUT_BYTES:
+                raise bad(
+                    f"gave input [{i}] ({key}) {size // 1024} KB of args; keep each under "
+                    f"{INPUT_BYTES // 1024} KB: pass ids the job looks up, not the data"
+                )
             inputs.append(ExpandedInput(key=key, args=args))
         return inputs
 
-    def _store(self, ref: str, inputs: list[ExpandedInput]) -> int:
-        """Write the pages in one transaction; a retried attempt replaces its own pages."""
+    def _store(self, ref: str, inputs: list[ExpandedInput], sizes: list[int]) -> int:
+        """Write the pages in one transaction, each at most PAGE_SIZE inputs and PAGE_BYTES.
+
+        First write wins: a fire expanded again (a retried attempt, a restarted loop) keeps the
+        pages a running fan-out may already be reading, and gets their count.
+        """
         now = datetime.now(UTC)
-        rows = [
-            (ref, n, json.dumps([x.model_dump(mode="json") for x in inputs[i : i + PAGE_SIZE]]))
-            for n, i in enumerate(range(0, len(inputs), PAGE_SIZE))
-        ]
+        pages: list[list[ExpandedInput]] = [[]]
+        used = 0
+        for x, size in zip(inputs, sizes, strict=True):
+            if len(pages[-1]) == PAGE_SIZE or (pages[-1] and used + size > PAGE_BYTES):
+                pages.append([])
+                used = 0
+            pages[-1].append(x)
+            used += size
         with self.pages.transaction() as conn:
+            (stored,) = conn.execute(
+                "SELECT count(*) FROM expansion_pages WHERE ref = ?", (ref,)
+            ).fetchone()
+            if stored:
+                return int(stored)
             conn.execute(
-                "DELETE FROM expansion_pages WHERE ref = ? OR created_at < ?",
-                (ref, (now - KEEP_PAGES).isoformat()),
+                "DELETE FROM expansion_pages WHERE created_at < ?",
+                ((now - KEEP_PAGES).isoformat(),),
             )
             conn.executemany(
                 "INSERT INTO expansion_pages (ref, page, inputs, created_at) VALUES (?, ?, ?, ?)",
-                [(*row, now.isoformat()) for row in rows],
+                [
+                    (ref, n, json.dumps([x.model_dump(mode="json") for x in page]), now.isoformat())
+                    for n, page in enumerate(pages)
+                ],
             )
-        return len(rows)
+        return len(pages)
 
 
 @activity.defn(name="expand_schedule")

@@ -12,7 +12,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.sessions import SessionError, resolve_placeholders, verify_token
 from models import ResolveSession
@@ -25,8 +25,10 @@ async def still_running(child_ids: list[str]) -> list[str]:
     for child_id in child_ids:
         try:
             desc = await client.get_workflow_handle(child_id).describe()
-        except RPCError:
-            continue  # gone: not running
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue  # gone: not running
+            raise  # the server is unwell: retried, never taken for "not running"
         if desc.status == WorkflowExecutionStatus.RUNNING:
             running.append(child_id)
     return running
@@ -51,8 +53,10 @@ async def fresh_cached_runs(ids: list[str], ttl_s: float) -> list[str]:
     for wf_id in ids:
         try:
             desc = await client.get_workflow_handle(wf_id).describe()
-        except RPCError:
-            continue
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                continue  # never ran, or deleted by retention: runs again
+            raise
         if completed_within(desc, timedelta(seconds=ttl_s)):
             fresh.append(wf_id)
     return fresh

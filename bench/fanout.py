@@ -31,6 +31,7 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from activities.expansion import PAGE_SIZE  # noqa: E402  (the `numbers` inputs are tiny)
 from config import Settings  # noqa: E402
 from models import FanOutResult, ScheduleInput, ScheduleSpec  # noqa: E402
 from schedule_client import control  # noqa: E402
@@ -39,7 +40,6 @@ from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
 BIN = Path(sys.executable).parent
-PAGE_SIZE = 500  # activities/expansion.py: inputs per page workflow
 JOB_SAMPLE = 20
 
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -150,6 +151,49 @@ async def record_keyed(client: Client, settings: Settings, mirror: Mirror) -> No
     await save(client, "schedule_cached_session", "schedule/rec-cached")
     cached = [w async for w in client.list_workflows("WorkflowId STARTS_WITH 'cache/rec/'")][0]
     await save(client, "echo_job_session", cached.id)
+    await record_retries(client, settings, mirror)
+
+
+async def save_attempts(client: Client, name: str, workflow_id: str) -> None:
+    """Every run of a workflow id that Temporal retried: `<name>_attempt<N>.json`."""
+    for run in [w async for w in client.list_workflows(f'WorkflowId = "{workflow_id}"')]:
+        events = (
+            await client.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
+        ).events
+        attempt = events[0].workflow_execution_started_event_attributes.attempt
+        await save(client, f"{name}_attempt{attempt}", workflow_id, run.run_id)
+
+
+async def record_retries(client: Client, settings: Settings, mirror: Mirror) -> None:
+    """Since job retries: a job of a schedule fails its first attempt (untold) then completes;
+    a sync that synced nothing raises to be run again."""
+    q = settings.temporal_task_queue
+    spec = ScheduleSpec(
+        name="rec-retries", job="echo", every="1h", retries=1, args={"fail_attempts": 1}
+    )
+    handle = await client.start_workflow(
+        ScheduleWorkflow.run, ScheduleInput(spec=spec), id="schedule/rec-retries", task_queue=q
+    )
+    while not (view := await handle.query(ScheduleWorkflow.describe)).state.recent or (
+        view.state.running
+    ):
+        await asyncio.sleep(0.1)
+    await handle.execute_update(ScheduleWorkflow.delete)
+    await handle.result()
+    await save(client, "schedule_job_retried", handle.id)
+    (child,) = view.state.recent[-1].children
+    await client.get_workflow_handle(child).result()
+    await save_attempts(client, "echo_job_retried", child)
+
+    mirror.set_faults(Faults(fail_next=1))
+    await client.execute_workflow(
+        SyncProductsWorkflow.run,
+        SyncProductsInput(connection_id="rec-a", max_retries=0),
+        id="rec-sync-rerun",
+        task_queue=q,
+        retry_policy=RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=0.1)),
+    )
+    await save_attempts(client, "sync_products_rerun", "rec-sync-rerun")
 
 
 async def main() -> None:

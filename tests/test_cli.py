@@ -181,6 +181,7 @@ BAD_ENTRIES = [
     ('every = "soon"', "every: 'soon' is not a duration"),
     ('every = "0s"', "every: '0s' must be longer than zero"),
     ("every = -5", "every: -5 must be longer than zero"),
+    ("every = 500", "every: 500 is under a second; use 1s or more"),
     ('every = "1h"\nlimit = 0', "limit: Input should be greater than or equal to 1"),
     ('every = "1h"\nlimit = -3', "limit: Input should be greater than or equal to 1"),
     (

@@ -254,11 +254,14 @@ def test_cli_add_by_flag_and_stdin_and_list_never_shows_the_key(
     assert code == 0, err
     assert "main" in table and "phones" in table and "smartphones" in table
     assert "Main [bold]" in table  # a name is text, not rich markup
-    code, listed, err = connections(env, "list", "--json", "--all")
+    code, listed, err = connections(env, "list", "--json")
     assert code == 0, err
     objects = json.loads(listed)
     assert [o["id"] for o in objects] == ["main", "phones"]
     assert [o["active"] for o in objects] == [True, False]
+    code, active, err = connections(env, "list", "--json", "--active")
+    assert code == 0, err
+    assert [o["id"] for o in json.loads(active)] == ["main"]
     assert all(
         list(o) == ["id", "api_code", "name", "scope", "active", "created_at", "updated_at"]
         for o in objects

@@ -269,6 +269,72 @@ async def test_repeat_becomes_a_schedule_loop(
     assert summary.fires == 0
 
 
+async def test_a_repeating_job_fills_its_session_at_every_fire(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """The schedule path: the loop hands the session to each job (memo), not the filled input."""
+    client = dev_env.client
+    job = {
+        "product_tag": unique_tag(),
+        "env": "prd",
+        "event": "echo",
+        "input": {"user": "$Session{shop}{user_id}"},
+        "session": {"tag": "shop", "token": shop_token()},
+        "repeat": {"every": "1h", "limit": 1},
+    }
+    async with build_worker(client, settings):
+        done = await ductape_jobs.schedule(client, job, settings.temporal_task_queue)
+        loop = client.get_workflow_handle(done.workflow_id, result_type=ScheduleSummary)
+        summary = await asyncio.wait_for(loop.result(), DEADLINE_S)
+        view = await loop.query("describe", result_type=ScheduleView)
+        (child,) = view.state.recent[-1].children
+        result = await client.get_workflow_handle(child).result()
+    assert summary.fires == 1 and summary.failed == 0
+    assert result["args"] == {"user": 7}
+    assert view.spec.args == {"user": "$Session{shop}{user_id}"}  # the loop keeps the raw input
+
+
+# --- 4b. retries and start_at ----------------------------------------------------------------
+
+
+async def test_retries_run_a_failing_job_again_and_wait_reports_the_outcome(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
+) -> None:
+    """`retries: 2`: a job failing twice succeeds on its 3rd attempt; `retries: 1` is not
+    enough, and `--wait` says so in one line (exit 1)."""
+    env = cli_env(settings, client_address(dev_env.client))
+    job_file = tmp_path / "job.json"
+    async with build_worker(dev_env.client, settings):
+        job_file.write_text(json.dumps(one_off(retries=2, input={"fail_attempts": 2})))
+        code, out, err = await starter("schedule", "--file", str(job_file), "--wait", env=env)
+        assert code == 0, err
+        assert _result_json(out)["attempt"] == 3
+
+        job_file.write_text(json.dumps(one_off(retries=1, input={"fail_attempts": 2})))
+        code, out, err = await starter("schedule", "--file", str(job_file), "--wait", env=env)
+    assert code == 1, (out, err)
+    assert "failed: echo job asked to fail its first 2 attempts (this was attempt 2)" in one_line(
+        err
+    )
+
+
+async def test_a_one_off_in_unix_seconds_runs_at_start_at_not_before(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    client = dev_env.client
+    start_at = int(time.time()) + 3  # seconds: below 10^11
+    async with build_worker(client, settings):
+        done = await ductape_jobs.schedule(
+            client, one_off(start_at=start_at, input={"who": "ada"}), settings.temporal_task_queue
+        )
+        assert done.message.endswith(
+            f"runs at {datetime.fromtimestamp(start_at, UTC):%Y-%m-%d %H:%M:%SZ} as "
+            f"{done.workflow_id}"
+        )
+        result = await asyncio.wait_for(client.get_workflow_handle(done.workflow_id).result(), 20)
+    assert datetime.fromisoformat(result["ran_at"]).timestamp() >= start_at
+
+
 # --- 5. bad job files: one line naming the field, nothing started ---------------------------
 
 GOOD = {"product_tag": "shop", "env": "prd", "event": "echo", "input": {"who": "ada"}}
@@ -284,6 +350,15 @@ GOOD = {"product_tag": "shop", "env": "prd", "event": "echo", "input": {"who": "
         ({**GOOD, "retries": -1}, "retries"),
         ({**GOOD, "event": "sync-products", "input": {"batch_size": 0}}, "input.batch_size"),
         ({**GOOD, "bogus": 1}, "bogus"),
+        ({**GOOD, "start_at": 1e20}, "start_at"),
+        ({**GOOD, "start_at": True}, "start_at"),
+        ({**GOOD, "repeat": {"cron": "61 * * * *"}}, "repeat.cron"),
+        ({**GOOD, "repeat": {"every": 60}}, "repeat.every"),  # milliseconds: under a second
+        ({**GOOD, "repeat": {"every": "1h", "endDate": "soon"}}, "repeat.endDate"),
+        (
+            {**GOOD, "start_at": 1800000000, "repeat": {"every": "1h", "endDate": 1700000000}},
+            "repeat",
+        ),
         ("{not json", "not valid JSON"),
         (None, "no such job file"),
     ],
@@ -295,6 +370,12 @@ GOOD = {"product_tag": "shop", "env": "prd", "event": "echo", "input": {"who": "
         "negative-retries",
         "bad-sync-input",
         "extra-field",
+        "start-at-overflow",
+        "start-at-bool",
+        "repeat-bad-cron",
+        "repeat-every-under-a-second",
+        "repeat-bad-end-date",
+        "repeat-ends-before-it-starts",
         "not-json",
         "missing-file",
     ],

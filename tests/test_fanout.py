@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.connections import ConnectionStore, NewConnection
 from config import Settings
-from mirror import Mirror
+from mirror import Faults, Mirror
 from models import FanOutResult, SyncReport
 from schedule_client import control
 from worker import build_worker
@@ -97,6 +97,66 @@ async def test_each_connection_syncs_with_its_own_key_into_its_own_part_of_the_c
         assert '"connection_id"' in text  # the payloads were really searched
         for key in [*KEYS.values(), "sk-wrong-0000"]:
             assert key not in text, (key, wf_id)
+
+
+async def first_attempt(client: Client, wf_id: str) -> int:
+    """The attempt number of a workflow id's latest run (2 = Temporal ran it again)."""
+    history = await client.get_workflow_handle(wf_id).fetch_history()
+    return history.events[0].workflow_execution_started_event_attributes.attempt
+
+
+async def test_retries_run_a_failed_sync_again_but_not_a_refused_key(
+    dev_env: WorkflowEnvironment, settings: Settings, mirror: Mirror
+) -> None:
+    """`retries = 1`: acme's first attempt gets a 500 and syncs nothing, so Temporal runs the
+    job again and it completes; umbrella's 401 cannot be fixed by running again, so it runs once.
+    The loop hears once from each job: from its last attempt."""
+    mirror.set_api_keys([KEYS["acme"]])
+    store = ConnectionStore(settings.catalog_path)
+    store.add(NewConnection(id="acme", name="a", api_key=KEYS["acme"], scope="beauty"))  # type: ignore[arg-type]
+    store.add(NewConnection(id="umbrella", name="u", api_key="sk-wrong-0000", scope="beauty"))  # type: ignore[arg-type]
+    mirror.set_faults(Faults(fail_next=1))  # one 500: acme's first request (401s come first)
+    s = spec(job="sync-products", every="1h", retries=1, args={"max_retries": 0})
+    async with build_worker(dev_env.client, settings):
+        loop = await start_loop(dev_env, settings, s)
+        await wait_for(lambda: settled(loop), timeout=60)
+        view = await loop.query(ScheduleWorkflow.describe)
+        history = (await loop.fetch_history()).events
+        await control(loop, "delete")
+        (fire,) = [r for r in view.state.recent if r.outcome == "started"]
+        acme, umbrella = fire.children
+        reports = [
+            await dev_env.client.get_workflow_handle(c, result_type=SyncReport).result()
+            for c in (acme, umbrella)
+        ]
+    assert mirror.stats["500"] == 1 and mirror.stats["401"] == 1
+    assert reports[0].status == "completed" and reports[0].created == 5
+    assert await first_attempt(dev_env.client, acme) == 2
+    assert reports[1].status == "failed" and "HTTP 401" in (reports[1].error or "")
+    assert await first_attempt(dev_env.client, umbrella) == 1
+    assert view.state.job_errors == {umbrella: reports[1].error}
+    signals = [e for e in history if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert len(signals) == 2  # one per job, not one per attempt
+
+
+async def test_failed_jobs_of_a_large_fire_reach_the_schedule(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """Past 100 inputs the loop starts one fan-out workflow; its jobs' failures still show in
+    `describe` (failed jobs), as a small fire's do."""
+    s = spec(every="1h", expansion="numbers", args={"count": 120, "fail": True})
+    async with build_worker(dev_env.client, settings):
+        loop = await start_loop(dev_env, settings, s)
+        await wait_for(lambda: settled(loop), timeout=60)
+        view = await loop.query(ScheduleWorkflow.describe)
+        await control(loop, "delete")
+        (fire,) = [r for r in view.state.recent if r.outcome == "started"]
+        (base,) = fire.children
+        result = await dev_env.client.get_workflow_handle(base, result_type=FanOutResult).result()
+    assert fire.jobs == 120 and view.state.job_failures == 1
+    assert (result.jobs, result.completed, result.failed) == (120, 0, 120)
+    (error,) = view.state.job_errors.values()
+    assert error.startswith("120 of 120 jobs failed; first: ") and "asked to fail" in error
 
 
 async def test_a_2000_input_fire_starts_every_job_and_no_history_nears_the_limits(

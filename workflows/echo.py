@@ -1,4 +1,5 @@
-"""EchoJobWorkflow: the smallest job. Returns its args; can take time or fail on request."""
+"""EchoJobWorkflow: the smallest job. Returns its args; can take time or fail on request
+(for good, or only its first attempts, to show `retries` at work)."""
 
 from __future__ import annotations
 
@@ -17,4 +18,10 @@ class EchoJobWorkflow:
             await workflow.sleep(float(args["sleep_s"]))
         if args.get("fail"):
             raise ApplicationError("echo job asked to fail", non_retryable=True)
-        return {"args": args, "ran_at": workflow.now().isoformat()}
+        attempt, fail_attempts = workflow.info().attempt, int(args.get("fail_attempts", 0))
+        if attempt <= fail_attempts:
+            raise ApplicationError(
+                f"echo job asked to fail its first {fail_attempts} attempts "
+                f"(this was attempt {attempt})"
+            )
+        return {"args": args, "ran_at": workflow.now().isoformat(), "attempt": attempt}

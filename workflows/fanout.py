@@ -15,6 +15,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -23,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.timemath import fire_id
 
 LOAD_TIMEOUT = timedelta(seconds=30)
+LOAD_RETRY = RetryPolicy(maximum_attempts=5)  # then the page fails, counted in the fire's result
 MAX_ERRORS = 10
 
 
@@ -36,6 +38,7 @@ def _merge(into: FanOutResult, part: FanOutResult) -> None:
     into.completed += part.completed
     into.failed += part.failed
     into.already_started += part.already_started
+    into.failed_pages += part.failed_pages
     for k, v in part.errors.items():
         if len(into.errors) < MAX_ERRORS:
             into.errors[k] = v
@@ -76,7 +79,7 @@ class FanOutWorkflow:
                         parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                     )
                 except ChildWorkflowError as exc:
-                    part = FanOutResult(errors={f"page {n}": _error(exc)})
+                    part = FanOutResult(failed_pages=1, errors={f"page {n}": _error(exc)})
             _merge(self._result, part)
             done += 1
             self._publish(inp, done)
@@ -91,6 +94,7 @@ class FanOutWorkflow:
             f"**{inp.name}** fire {fire_id(inp.fire_time)}: {inp.count} `{inp.job}` jobs "
             f"in {inp.pages} pages\n\npages done {pages_done}/{inp.pages} · jobs started "
             f"{r.jobs} · completed {r.completed} · failed {r.failed}"
+            + (f" · pages failed {r.failed_pages}" if r.failed_pages else "")
         )
 
 
@@ -106,6 +110,7 @@ class FanOutPageWorkflow:
             inp,
             result_type=list[ExpandedInput],
             start_to_close_timeout=LOAD_TIMEOUT,
+            retry_policy=LOAD_RETRY,
         )
         base = inp.ref
         started = await start_jobs(

@@ -3,7 +3,8 @@
 A worker interceptor, so no job has to remember to: when a child of a `schedule/...` workflow
 completes, fails or is cancelled, it signals `job_finished` to its parent by workflow id (no run
 id), which reaches the loop's current run even after continue-as-new. The loop uses it for its
-overlap policies and `after_completion`; a lost signal is corrected by the loop's own check.
+overlap policies and `after_completion`; a lost signal is corrected by the loop's own check. A job
+with a retry policy (`retries`) tells it once, from its last attempt.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from temporalio.worker import (
 
 with workflow.unsafe.imports_passed_through():
     from models import JobFinished
+    from workflows.jobs import retry_follows
 
 SCHEDULE_PREFIX = "schedule/"
 
@@ -53,6 +55,8 @@ class _NotifyInbound(WorkflowInboundInterceptor):
             raise  # the job goes on in a new run
         except (Exception, asyncio.CancelledError) as exc:  # not GeneratorExit: cache eviction
             cancelled = is_cancelled_exception(exc) or isinstance(exc, CancelledError)
+            if not cancelled and retry_follows(exc) and workflow.patched("notify-last-attempt"):
+                raise  # the job runs again (`retries`): only its last attempt tells the loop
             outcome, error = ("canceled", None) if cancelled else ("failed", _one_line(exc))
             # shielded: a cancelled job still reports that it ended
             await asyncio.shield(_notify(parent.workflow_id, outcome, error))

@@ -12,7 +12,7 @@ import dataclasses
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -56,11 +56,26 @@ class _SessionInbound(WorkflowInboundInterceptor):
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
         except ActivityError as exc:
-            why = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)
+            cause = exc.cause
+            if not isinstance(cause, ApplicationError) or not (cause.type or "").startswith(
+                "Session"
+            ):
+                raise  # the activity could not run (timeouts): the job's own retries apply
             raise ApplicationError(
-                f"session: {why}", type="SessionRejected", non_retryable=True
+                f"session: {cause.message}", type="SessionRejected", non_retryable=True
             ) from None
-        new = type(arg).model_validate(resolved) if isinstance(arg, BaseModel) else resolved
+        if not isinstance(arg, BaseModel):
+            return await super().execute_workflow(dataclasses.replace(input, args=[resolved]))
+        try:
+            new = type(arg).model_validate(resolved)
+        except ValidationError as exc:  # a session value of the wrong type for the job
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ApplicationError(
+                f"session: the filled input is not valid: {where}: {err['msg']}",
+                type="SessionRejected",
+                non_retryable=True,
+            ) from None
         return await super().execute_workflow(dataclasses.replace(input, args=[new]))
 
 

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
     from models import (
@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         SyncProductsInput,
         SyncReport,
     )
+    from workflows.jobs import retry_follows
 
 BATCH_TIMEOUT = timedelta(seconds=60)
 MAX_LISTED = 20  # failed products listed in the report; the count is always exact
@@ -32,10 +33,16 @@ def _cause(exc: ActivityError) -> str:
     return str(exc.cause) if exc.cause is not None else str(exc)
 
 
+def _permanent(exc: ActivityError) -> bool:
+    """A failure another attempt cannot fix (a 401, a 404): the job is not re-run for it."""
+    return exc.retry_state == RetryState.NON_RETRYABLE_FAILURE
+
+
 @workflow.defn
 class SyncProductsWorkflow:
     def __init__(self) -> None:
         self._report = SyncReport()
+        self._permanent = False  # a failure that a re-run of the job cannot fix
 
     @workflow.query
     def progress(self) -> SyncReport:
@@ -64,6 +71,7 @@ class SyncProductsWorkflow:
             )
         except ActivityError as exc:
             report.failed_batches.append(FailedBatch(offset=0, limit=0, error=_cause(exc)))
+            self._permanent |= _permanent(exc)
             return self._finish(started)
 
         report.total = total
@@ -94,6 +102,7 @@ class SyncProductsWorkflow:
                         FailedBatch(offset=offset, limit=limit, error=_cause(exc))
                     )
                     report.failed += limit
+                    self._permanent |= _permanent(exc)
                 else:
                     self._add(result)
             report.batches_done += 1
@@ -136,6 +145,15 @@ class SyncProductsWorkflow:
             r.unchanged,
             r.failed,
         )
+        if (
+            r.status == "failed"
+            and not self._permanent
+            and retry_follows()
+            and workflow.patched("rerun-failed-sync")
+        ):
+            # `retries` on the schedule or Ductape job: Temporal runs the whole sync again; the
+            # last attempt returns its report, failed or not.
+            raise ApplicationError(f"sync failed, will run again: {r.error}", type="SyncFailed")
         return r
 
     def _publish(self) -> None:
