@@ -236,6 +236,7 @@ async def test_repeat_becomes_a_schedule_loop(
         "input": {"who": "ada"},
         "retries": 2,
         "start_at": start_ms,
+        "session": {"tag": "shop", "token": shop_token()},
         "repeat": {"every": 3600000, "limit": 2, "tz": "Europe/Berlin"},
     }
     name = f"{job['product_tag']}-prd-shop-app-echo"
@@ -260,6 +261,10 @@ async def test_repeat_becomes_a_schedule_loop(
         assert code == 0, err
         assert "unchanged" in out, out
         assert await runs_of(client, done.workflow_id) == 1  # updated in place, not a 2nd loop
+        code, out, err = await starter("describe", name, "--json", env=env)
+        assert code == 0, err
+        assert json.loads(out)["spec"]["session"] == {"tag": "shop", "token": "(hidden)"}
+        assert job["session"]["token"] not in out  # type: ignore[index]  # a credential
 
         assert await control(handle, "delete") == "deleted"
         summary = await asyncio.wait_for(
@@ -292,6 +297,27 @@ async def test_a_repeating_job_fills_its_session_at_every_fire(
     assert summary.fires == 1 and summary.failed == 0
     assert result["args"] == {"user": 7}
     assert view.spec.args == {"user": "$Session{shop}{user_id}"}  # the loop keeps the raw input
+
+
+async def test_a_session_value_the_job_cannot_take_fails_the_job_once(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """`tenant` is text; a whole-string placeholder for an integer cannot fill it."""
+    client = dev_env.client
+    job = one_off(
+        event="sync-products",
+        retries=2,
+        input={"tenant": "$Session{shop}{user_id}"},
+        session={"tag": "shop", "token": shop_token()},
+    )
+    async with build_worker(client, settings):
+        done = await ductape_jobs.schedule(client, job, settings.temporal_task_queue)
+        with pytest.raises(WorkflowFailureError) as caught:
+            await asyncio.wait_for(client.get_workflow_handle(done.workflow_id).result(), 20)
+    cause = caught.value.cause
+    assert isinstance(cause, ApplicationError) and cause.non_retryable, cause
+    assert cause.message.startswith("session: the filled input is not valid: tenant: ")
+    assert await runs_of(client, done.workflow_id) == 1
 
 
 # --- 4b. retries and start_at ----------------------------------------------------------------

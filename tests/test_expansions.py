@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,8 +14,16 @@ from temporalio.testing import WorkflowEnvironment
 
 import expansions
 from activities.connections import ConnectionStore, NewConnection
+from activities.expansion import PAGE_BYTES, ExpansionActivities
 from config import Settings
-from models import ScheduleSpec, ScheduleSummary, ScheduleView
+from models import (
+    Expansion,
+    ExpansionRequest,
+    FanOutPage,
+    ScheduleSpec,
+    ScheduleSummary,
+    ScheduleView,
+)
 from schedules_file import DEFAULT_FILE, load_schedules
 from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
@@ -145,8 +154,10 @@ async def test_empty_runs_nothing_and_none_falls_back_to_connections(
         ([1, 2], "returned int at [0]; each input must be a dict"),
         ([{"key": "a"}, {"key": "a"}], "gave two inputs the key 'a'"),
         ([{"key": "no spaces"}], "gave input [0] the key 'no spaces'"),
+        ([{"key": "page-0001"}], "gave input [0] the key 'page-0001'"),
+        ([{"key": "big", "blob": "x" * 70_000}], "gave input [0] (big) 68 KB of args"),
     ],
-    ids=["a string", "not dicts", "duplicate keys", "bad key"],
+    ids=["a string", "not dicts", "duplicate keys", "bad key", "a page key", "a huge input"],
 )
 async def test_a_bad_return_fails_that_fire_naming_the_function_and_the_loop_goes_on(
     ts_env: WorkflowEnvironment,
@@ -240,3 +251,51 @@ async def test_the_region_example_sends_each_region_to_its_own_fires(
             result = await child.result()
             assert result["args"] == {"region": region, "category": category}
             assert abs((await child.describe()).start_time - fire) < timedelta(seconds=5)
+
+
+def test_large_expansions_are_stored_in_pages_bounded_by_count_and_bytes(
+    settings: Settings, registry: dict[str, Any]
+) -> None:
+    """The expansion activity on a real SQLite file, called as the worker calls it."""
+    fired = datetime(2026, 11, 23, tzinfo=UTC)
+    acts = ExpansionActivities(ConnectionStore(settings.catalog_path), settings.catalog_path)
+    name = register(
+        registry,
+        lambda req: [{"key": f"k{i}", "pad": "x" * req["pad"]} for i in range(req["count"])],
+    )
+
+    def expand(fire_key: str, count: int, pad: int = 1) -> Expansion:
+        return acts.expand_fire(
+            ExpansionRequest(
+                name="t",
+                job="echo",
+                fire_time=fired,
+                args={"count": count, "pad": pad},
+                expansion=name,
+                fire_key=fire_key,
+            )
+        )
+
+    def pages(e: Expansion) -> list[list[Any]]:
+        assert e.ref is not None and not e.inputs
+        return [
+            acts.load_expansion_page(
+                FanOutPage(name="t", job="echo", fire_time=fired, ref=e.ref, page=n)
+            )
+            for n in range(e.pages)
+        ]
+
+    small = expand("t/small", 100)
+    assert small.ref is None and len(small.inputs) == 100  # inline: it fits in the loop's history
+    by_count = expand("t/count", 1_200)
+    assert [len(p) for p in pages(by_count)] == [500, 500, 200]
+    by_bytes = expand("t/bytes", 300, pad=10_000)  # 3 MB: too big inline, and for one page
+    stored = pages(by_bytes)
+    assert sum(map(len, stored)) == 300 and len(stored) == 3
+    for page in stored:
+        assert len(json.dumps([x.model_dump(mode="json") for x in page])) <= PAGE_BYTES
+    assert [x.key for page in stored for x in page] == [f"k{i}" for i in range(300)]
+
+    # the same fire expanded again (a retry, a restarted loop): the first pages stand
+    again = expand("t/count", 5_000)
+    assert again.pages == 3 and [len(p) for p in pages(again)] == [500, 500, 200]
