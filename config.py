@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -58,6 +59,8 @@ class Settings(BaseSettings):
     sync_products_dry_run: bool = False
     # Signs Ductape session tokens; unset: a random one kept in DATA_DIR/session.secret.
     session_secret: SecretStr | None = None
+    # Encrypts connections' API keys in CATALOG_DB (a Fernet key); unset: DATA_DIR/connections.key.
+    connections_key: SecretStr | None = None
 
     @field_validator("session_secret")
     @classmethod
@@ -66,16 +69,38 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {SESSION_SECRET_MIN} characters")
         return value
 
+    @field_validator("connections_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Fernet(value.get_secret_value())
+            except ValueError:
+                raise ValueError("not a Fernet key (32 url-safe base64-encoded bytes)") from None
+        return value
+
     def session_key(self) -> str:
         """SESSION_SECRET, or the data directory's own (made on first use, readable by you only),
         so the worker and `starter.py session create` on one machine agree without setup."""
         if self.session_secret is not None:
             return self.session_secret.get_secret_value()
-        path = self.data_dir / "session.secret"
+        return self._secret_file("session.secret", lambda: secrets.token_urlsafe(48))
+
+    def connections_secret(self) -> str:
+        """CONNECTIONS_KEY, or the data directory's own: what the worker and `starter.py
+        connections` encrypt and decrypt stored API keys with. Keep it apart from the database
+        in production (the environment, a secret store); losing it loses the stored keys."""
+        if self.connections_key is not None:
+            return self.connections_key.get_secret_value()
+        return self._secret_file("connections.key", lambda: Fernet.generate_key().decode())
+
+    def _secret_file(self, name: str, make: Callable[[], str]) -> str:
+        """A secret kept in DATA_DIR, made on first use and readable by its owner only."""
+        path = self.data_dir / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+            path.write_text(make(), encoding="utf-8")
         return path.read_text(encoding="utf-8").strip()
 
     @field_validator("dummyjson_base_url")
@@ -111,6 +136,8 @@ _FIXES = {
     "dummyjson_base_url": "a URL like http://127.0.0.1:8787",
     "session_secret": "a random string, e.g. from `python -c 'import secrets; "
     "print(secrets.token_urlsafe(48))'`",
+    "connections_key": "the output of `python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())'`",
 }
 
 
@@ -121,7 +148,7 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
-        value = "(hidden)" if field == "session_secret" else err.get("input")
+        value = "(hidden)" if field in ("session_secret", "connections_key") else err.get("input")
         reason = err["msg"].removeprefix("Value error, ")
         fix = _FIXES.get(field)
         hint = f"; set it to {fix}" if fix else ""

@@ -56,7 +56,7 @@ DEMO_CONNECTIONS = (
 
 def seed_connections(settings: Settings) -> list[str]:
     """Add the demo connections the first time; later runs keep whatever the user changed."""
-    store = ConnectionStore(settings.catalog_path)
+    store = ConnectionStore(settings.catalog_path, settings.connections_secret())
     if not store.list():
         for conn in DEMO_CONNECTIONS:
             store.add(conn)

@@ -248,7 +248,9 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValidationError as exc:
         raise ConfigError(f"--{field_error(exc).replace('_', '-')}") from None
-    if inp.connection_id and ConnectionStore(settings.catalog_path).get(inp.connection_id) is None:
+    if inp.connection_id and not ConnectionStore(
+        settings.catalog_path, settings.connections_secret()
+    ).exists(inp.connection_id):
         raise ConfigError(
             f"--connection: no connection {inp.connection_id!r}; `starter.py connections list`"
         )
@@ -419,7 +421,8 @@ async def cmd_connections(args: argparse.Namespace, settings: Settings) -> int:
     """The connection registry, read and written here directly: a key never enters Temporal."""
     new = _new_connection(args) if args.action == "add" else None  # validated before any write
     try:
-        return _connection_action(args, ConnectionStore(settings.catalog_path), new)
+        store = ConnectionStore(settings.catalog_path, settings.connections_secret())
+        return _connection_action(args, store, new)
     except sqlite3.Error as exc:
         raise ConfigError(
             f"CATALOG_DB={str(settings.catalog_path)!r}: {exc}; set it to a writable file "
@@ -431,7 +434,7 @@ def _connection_action(
     args: argparse.Namespace, store: ConnectionStore, new: NewConnection | None
 ) -> int:
     if new is not None:
-        replaced = args.replace and store.get(new.id) is not None
+        replaced = args.replace and store.exists(new.id)
         try:
             store.add(new, replace=args.replace)
         except ConnectionExists as exc:

@@ -37,7 +37,7 @@ WORKFLOWS: Sequence[type] = (
 
 
 def activities_for(settings: Settings) -> list[Any]:
-    connections = ConnectionStore(settings.catalog_path)
+    connections = ConnectionStore(settings.catalog_path, settings.connections_secret())
     sync = SyncProductsActivities(
         DummyJSONClient(settings.dummyjson_base_url),
         SqliteCatalog(settings.catalog_path),

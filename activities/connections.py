@@ -6,8 +6,10 @@ never a key. The CLI (`starter.py connections`) writes the table directly, not t
 for the same reason: a credential must never enter a workflow history, which is kept, replayed
 and shown in the Web UI.
 
-Keys are stored in plain text in the local SQLite file (CATALOG_DB): protect that file like the
-keys themselves. Encrypting them at rest is a follow-up.
+Keys are encrypted at rest (Fernet: AES-128-CBC with an HMAC, from `cryptography`) with
+CONNECTIONS_KEY, or the key file the data directory makes on first use, so a copy of the database
+alone does not give them away. Rows written before encryption are sealed the first time a store
+opens the database.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from activities.db import Database
+from config import UserError
 
 CONNECTION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SCOPE_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"  # a DummyJSON category slug: "mens-shirts"
@@ -39,6 +43,7 @@ CREATE TABLE IF NOT EXISTS connections (
 """
 
 Code = Annotated[str, Field(pattern=CONNECTION_ID_PATTERN)]
+SEALED = "fernet:"  # the prefix of an encrypted key in the api_key column
 
 
 class NewConnection(BaseModel):
@@ -79,21 +84,71 @@ class ConnectionExists(ValueError):
         self.connection_id = connection_id
 
 
-class ConnectionStore:
-    """The `connections` table in the application database."""
+class ConnectionKeyMismatch(UserError):
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(
+            f"connection {connection_id!r}: its API key was encrypted with another "
+            "CONNECTIONS_KEY (or DATA_DIR/connections.key); use that key, or store this "
+            "connection's key again with `starter.py connections add --replace`"
+        )
 
-    def __init__(self, path: Path | str) -> None:
+
+class ConnectionStore:
+    """The `connections` table in the application database; `secret` is the Fernet key that
+    seals the API keys in it (Settings.connections_secret())."""
+
+    def __init__(self, path: Path | str, secret: str) -> None:
         self.db = Database(path, SCHEMA)
         self.path = self.db.path
+        self._fernet = Fernet(secret)
+        self._seal_plain_rows()
+
+    def _seal(self, api_key: SecretStr) -> str:
+        return SEALED + self._fernet.encrypt(api_key.get_secret_value().encode()).decode()
+
+    def _seal_plain_rows(self) -> None:
+        """Encrypt keys stored in plain text by a version before encryption, once."""
+        query = "SELECT id, api_key FROM connections WHERE api_key NOT LIKE ?"
+        with self.db.transaction(write=False) as conn:
+            if not conn.execute(query, (SEALED + "%",)).fetchone():
+                return
+        with self.db.transaction() as conn:
+            plain = conn.execute(query, (SEALED + "%",)).fetchall()
+            conn.executemany(
+                "UPDATE connections SET api_key = ? WHERE id = ?",
+                [(self._seal(SecretStr(row["api_key"])), row["id"]) for row in plain],
+            )
+
+    def _from_row(self, row: sqlite3.Row) -> Connection:
+        try:
+            api_key = self._fernet.decrypt(row["api_key"].removeprefix(SEALED)).decode()
+        except InvalidToken:
+            raise ConnectionKeyMismatch(row["id"]) from None
+        return Connection(
+            id=row["id"],
+            api_code=row["api_code"],
+            name=row["name"],
+            api_key=SecretStr(api_key),
+            scope=row["scope"],
+            active=bool(row["active"]),
+            created_at=datetime.fromisoformat(row["created_at"]),
+            updated_at=datetime.fromisoformat(row["updated_at"]),
+        )
+
+    def _fetch(self, conn: sqlite3.Connection, connection_id: str) -> Connection | None:
+        row = conn.execute("SELECT * FROM connections WHERE id = ?", (connection_id,)).fetchone()
+        return None if row is None else self._from_row(row)
 
     def add(self, new: NewConnection, *, replace: bool = False) -> Connection:
         """Insert, or with `replace` overwrite everything but created_at (updated_at moves on)."""
         now = _now()
         with self.db.transaction() as conn:
-            old = _fetch(conn, new.id)
+            old = conn.execute(
+                "SELECT created_at FROM connections WHERE id = ?", (new.id,)
+            ).fetchone()  # not decrypted: --replace also mends a key sealed with a lost secret
             if old is not None and not replace:
                 raise ConnectionExists(new.id)
-            created = old.created_at if old is not None else now
+            created = datetime.fromisoformat(old["created_at"]) if old is not None else now
             conn.execute(
                 """INSERT INTO connections (id, api_code, name, api_key, scope, active,
                    created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -104,7 +159,7 @@ class ConnectionStore:
                     new.id,
                     new.api_code,
                     new.name,
-                    new.api_key.get_secret_value(),
+                    self._seal(new.api_key),
                     new.scope,
                     int(new.active),
                     created.isoformat(),
@@ -115,7 +170,12 @@ class ConnectionStore:
 
     def get(self, connection_id: str) -> Connection | None:
         with self.db.transaction(write=False) as conn:
-            return _fetch(conn, connection_id)
+            return self._fetch(conn, connection_id)
+
+    def exists(self, connection_id: str) -> bool:
+        with self.db.transaction(write=False) as conn:
+            row = conn.execute("SELECT 1 FROM connections WHERE id = ?", (connection_id,))
+            return row.fetchone() is not None
 
     def require(self, connection_id: str) -> Connection:
         found = self.get(connection_id)
@@ -132,12 +192,21 @@ class ConnectionStore:
                 "AND (? = 0 OR active = 1) ORDER BY id",
                 (api_code, api_code, int(active_only)),
             ).fetchall()
-        return [_from_row(row) for row in rows]
+        return [self._from_row(row) for row in rows]
+
+    def active_ids(self, api_code: str) -> builtins.list[str]:
+        """The connections a fire fans out to: ids only, no key is decrypted."""
+        with self.db.transaction(write=False) as conn:
+            rows = conn.execute(
+                "SELECT id FROM connections WHERE api_code = ? AND active = 1 ORDER BY id",
+                (api_code,),
+            ).fetchall()
+        return [row["id"] for row in rows]
 
     def set_active(self, connection_id: str, active: bool) -> Connection:
         """Enable or disable; a no-op (updated_at kept) when it already is."""
         with self.db.transaction() as conn:
-            found = _fetch(conn, connection_id)
+            found = self._fetch(conn, connection_id)
             if found is None:
                 raise ConnectionNotFound(connection_id)
             if found.active == active:
@@ -158,21 +227,3 @@ class ConnectionStore:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _fetch(conn: sqlite3.Connection, connection_id: str) -> Connection | None:
-    row = conn.execute("SELECT * FROM connections WHERE id = ?", (connection_id,)).fetchone()
-    return None if row is None else _from_row(row)
-
-
-def _from_row(row: sqlite3.Row) -> Connection:
-    return Connection(
-        id=row["id"],
-        api_code=row["api_code"],
-        name=row["name"],
-        api_key=SecretStr(row["api_key"]),
-        scope=row["scope"],
-        active=bool(row["active"]),
-        created_at=datetime.fromisoformat(row["created_at"]),
-        updated_at=datetime.fromisoformat(row["updated_at"]),
-    )

@@ -69,8 +69,8 @@ class ExpansionActivities:
         result = None if function == "connections" else self._call(function, req)
         if result is None:
             result = [
-                {**req.args, "connection_id": c.id}
-                for c in self.connections.list(api_code=req.api_code, active_only=True)
+                {**req.args, "connection_id": cid}
+                for cid in self.connections.active_ids(req.api_code)
             ]
             function = f"{function} (one per connection)" if function != "connections" else function
             if not result:

@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.catalog import CatalogProduct, CatalogTarget, from_dummyjson
-from activities.connections import ConnectionStore
+from activities.connections import ConnectionKeyMismatch, ConnectionStore
 from activities.dummyjson import DummyJSONClient, SourceProduct
 from models import BatchRequest, BatchResult, ProductError, SourceRequest
 
@@ -49,7 +49,12 @@ class SyncProductsActivities:
     def _source(self, connection_id: str | None) -> DummyJSONClient:
         if connection_id is None:
             return self.source
-        conn = self.connections.get(connection_id) if self.connections else None
+        try:
+            conn = self.connections.get(connection_id) if self.connections else None
+        except ConnectionKeyMismatch as exc:
+            raise ApplicationError(
+                str(exc), type="ConnectionKeyMismatch", non_retryable=True
+            ) from None
         if conn is None or not conn.active:
             state = "is disabled" if conn else "does not exist"
             raise ApplicationError(

@@ -21,12 +21,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import SqliteCatalog
+from activities.connections import ConnectionStore
 from config import Settings
 from mirror import Mirror
 
 BIN = Path(sys.executable).parent
 HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop
 TEST_SESSION_SECRET = "test-secret-" + "x" * 32
+TEST_CONNECTIONS_KEY = "dGVzdC1jb25uZWN0aW9ucy1rZXktMzItYnl0ZXMhISE="  # a Fernet key
 SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     SearchAttributeKey.for_keyword("ScheduleName"),
     SearchAttributeKey.for_datetime("ScheduledFireTime"),
@@ -90,6 +92,7 @@ def settings(mirror: Mirror, catalog: SqliteCatalog) -> Settings:
         catalog_db=catalog.path,
         temporal_task_queue=f"test-{uuid.uuid4().hex[:12]}",
         session_secret=TEST_SESSION_SECRET,
+        connections_key=TEST_CONNECTIONS_KEY,
     )
 
 
@@ -117,3 +120,8 @@ def _bounded(fn: Callable[..., Any], seconds: float) -> Callable[..., Any]:
             return await fn(*args, **kwargs)
 
     return bounded
+
+
+def connection_store(settings: Settings) -> ConnectionStore:
+    """The connection registry the worker of `settings` reads."""
+    return ConnectionStore(settings.catalog_path, settings.connections_secret())

@@ -22,12 +22,12 @@ from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.connections import ConnectionStore, NewConnection
+from activities.connections import NewConnection
 from activities.sessions import issue_token
 from config import Settings
 from mirror import Faults, Mirror
 from models import PauseRequest, ScheduleInput, ScheduleSpec, SessionRef, SyncProductsInput
-from tests.conftest import BIN, SEARCH_ATTRIBUTES
+from tests.conftest import BIN, SEARCH_ATTRIBUTES, TEST_CONNECTIONS_KEY, connection_store
 from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
@@ -108,7 +108,7 @@ async def record_keyed(client: Client, settings: Settings, mirror: Mirror) -> No
     q = settings.temporal_task_queue
     mirror.set_faults(Faults())
     mirror.set_api_keys(["rec-key-a", "rec-key-b"])
-    store = ConnectionStore(settings.catalog_path)
+    store = connection_store(settings)
     for cid, scope in (("rec-a", "beauty"), ("rec-b", "furniture")):
         store.add(NewConnection(id=cid, name=cid, api_key=f"rec-key-{cid[-1]}", scope=scope))  # type: ignore[arg-type]
 
@@ -210,6 +210,7 @@ async def main() -> None:
             catalog_db=Path(tmp) / "catalog.db",
             temporal_task_queue="record",
             session_secret="record-" + "x" * 32,
+            connections_key=TEST_CONNECTIONS_KEY,  # type: ignore[arg-type]
         )
         async with build_worker(env.client, settings):
             await record(env.client, settings, mirror)

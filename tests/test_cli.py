@@ -37,6 +37,7 @@ def cli_env(
             DUMMYJSON_BASE_URL=settings.dummyjson_base_url,
             CATALOG_DB=str(settings.catalog_path),
             TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+            CONNECTIONS_KEY=settings.connections_secret(),
         )
     if address is not None:
         env["TEMPORAL_ADDRESS"] = address

@@ -14,16 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 from pydantic import ValidationError
+from temporalio.exceptions import ApplicationError
 
 from activities.catalog import CatalogProduct, SqliteCatalog, Variant
 from activities.connections import (
     Connection,
     ConnectionExists,
+    ConnectionKeyMismatch,
     ConnectionNotFound,
     ConnectionStore,
     NewConnection,
 )
+from activities.dummyjson import DummyJSONClient
+from activities.sync_products import SyncProductsActivities
+from models import SourceRequest
+from tests.conftest import TEST_CONNECTIONS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk_test_8f3a9c2e71d64b05"
@@ -36,7 +43,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path) -> ConnectionStore:
-    return ConnectionStore(db_path)
+    return ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
 
 
 def new(id: str, **fields: Any) -> NewConnection:
@@ -119,7 +126,42 @@ def test_the_key_is_secret_in_every_rendering(store: ConnectionStore, db_path: P
     for text in (repr(conn), str(conn), conn.model_dump_json(), repr(store.list())):
         assert KEY not in text
     assert conn.model_dump(mode="json")["api_key"] == "**********"
-    assert KEY in repr(rows(db_path))  # plain text at rest, as the module docstring says
+
+
+def file_bytes(db_path: Path) -> bytes:
+    """Everything SQLite keeps on disk for the database: the file and its write-ahead log."""
+    return b"".join(
+        p.read_bytes() for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists()
+    )
+
+
+def test_keys_are_encrypted_at_rest_and_plain_rows_are_sealed(
+    store: ConnectionStore, db_path: Path
+) -> None:
+    store.add(new("shop"))
+    ((stored,),) = sqlite3.connect(db_path).execute("SELECT api_key FROM connections").fetchall()
+    assert stored.startswith("fernet:")
+    assert KEY.encode() not in file_bytes(db_path)
+    assert store.require("shop").api_key.get_secret_value() == KEY
+
+    # a row stored in plain text by a version before encryption: sealed when a store opens
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE connections SET api_key = ?", ("sk_plain_old_row",))
+    reopened = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
+    assert rows(db_path)[0][3].startswith("fernet:")
+    assert reopened.require("shop").api_key.get_secret_value() == "sk_plain_old_row"
+
+
+def test_another_key_cannot_read_the_stored_keys_and_replace_mends_one(
+    store: ConnectionStore, db_path: Path
+) -> None:
+    store.add(new("shop"))
+    other = ConnectionStore(db_path, Fernet.generate_key().decode())
+    with pytest.raises(ConnectionKeyMismatch, match="connection 'shop': its API key was encrypted"):
+        other.get("shop")
+    assert other.active_ids("dummyjson") == ["shop"]  # a fire fans out without decrypting
+    other.add(new("shop", api_key="sk_again"), replace=True)
+    assert other.require("shop").api_key.get_secret_value() == "sk_again"
 
 
 @pytest.mark.parametrize(
@@ -173,12 +215,12 @@ def _product(n: int) -> CatalogProduct:
 def test_shares_the_application_database_with_the_catalog(db_path: Path) -> None:
     catalog = SqliteCatalog(db_path)
     catalog.db.connect().close()  # the catalog's tables first, as in a deployed app
-    store = ConnectionStore(db_path)
+    store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
     store.add(new("shop"))
     assert len(catalog.sync_batch([_product(1)], dry_run=False).create) == 1
     again = SqliteCatalog(db_path)  # a fresh process's view of the same file
     assert len(again.sync_batch([_product(1), _product(2)], dry_run=False).create) == 1
-    assert [c.id for c in ConnectionStore(db_path).list()] == ["shop"]
+    assert [c.id for c in ConnectionStore(db_path, TEST_CONNECTIONS_KEY).list()] == ["shop"]
     with sqlite3.connect(db_path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"products", "product_variants", "connections"} <= tables
@@ -201,6 +243,7 @@ def env(db_path: Path) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     return base | {
         "CATALOG_DB": str(db_path),
+        "CONNECTIONS_KEY": TEST_CONNECTIONS_KEY,
         "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
         "COLUMNS": "200",  # rich would wrap the table at 80 columns
     }
@@ -245,7 +288,7 @@ def test_cli_add_by_flag_and_stdin_and_list_never_shows_the_key(
     assert (code, out.strip()) == (0, "connection phones added"), err
     outputs.append(out + err)
 
-    store = ConnectionStore(db_path)
+    store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
     phones = store.require("phones")
     assert phones.api_key.get_secret_value() == stdin_key
     assert (phones.scope, phones.active) == ("smartphones", False)
@@ -272,7 +315,7 @@ def test_cli_add_by_flag_and_stdin_and_list_never_shows_the_key(
 
 
 def test_cli_replace_disable_enable_remove(env: dict[str, str], db_path: Path) -> None:
-    store = ConnectionStore(db_path)
+    store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
     first = store.add(new("shop"))
     code, out, _ = connections(
         env, "add", "--id", "shop", "--name", "Renamed", "--api-key", "sk_2", "--replace"
@@ -322,7 +365,7 @@ ADD = ("add", "--name", "New", "--api-key", "sk_new_one")
 def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
     env: dict[str, str], db_path: Path, args: tuple[str, ...], stdin: str, expected: str
 ) -> None:
-    ConnectionStore(db_path).add(new("shop", active=False))
+    ConnectionStore(db_path, TEST_CONNECTIONS_KEY).add(new("shop", active=False))
     before = rows(db_path)
     code, out, err = connections(env, *args, stdin=stdin)
     assert code == 2, (out, err)
@@ -330,3 +373,38 @@ def test_cli_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert line.startswith(expected), line
     assert "sk_new_one" not in line and KEY not in line
     assert rows(db_path) == before
+
+
+def test_cli_a_wrong_or_malformed_connections_key_is_one_line(
+    env: dict[str, str], db_path: Path
+) -> None:
+    ConnectionStore(db_path, TEST_CONNECTIONS_KEY).add(new("shop"))
+    before = rows(db_path)
+    wrong = {**env, "CONNECTIONS_KEY": Fernet.generate_key().decode()}
+    code, out, err = connections(wrong, "list")
+    assert (code, out) == (2, "")
+    assert one_line(err).startswith(
+        "error: connection 'shop': its API key was encrypted with another CONNECTIONS_KEY"
+    )
+    code, out, err = connections({**env, "CONNECTIONS_KEY": "not-a-key"}, "list")
+    assert (code, out) == (2, "")
+    line = one_line(err)
+    assert (
+        line.startswith("error: CONNECTIONS_KEY='(hidden)': not a Fernet key")
+        and "not-a-key" not in line
+    )
+    assert rows(db_path) == before
+
+
+def test_a_job_whose_key_cannot_be_decrypted_fails_for_good_naming_the_connection(
+    db_path: Path,
+) -> None:
+    ConnectionStore(db_path, TEST_CONNECTIONS_KEY).add(new("shop"))
+    other = ConnectionStore(db_path, Fernet.generate_key().decode())
+    sync = SyncProductsActivities(
+        DummyJSONClient("http://127.0.0.1:9"), SqliteCatalog(db_path), other
+    )
+    with pytest.raises(ApplicationError) as caught:
+        sync.count_source_products(SourceRequest(connection_id="shop"))
+    assert caught.value.non_retryable and caught.value.type == "ConnectionKeyMismatch"
+    assert "connection 'shop': its API key was encrypted with another" in caught.value.message

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 import expansions
-from activities.connections import ConnectionStore, NewConnection
+from activities.connections import NewConnection
 from activities.expansion import PAGE_BYTES, ExpansionActivities
 from config import Settings
 from models import (
@@ -29,6 +29,7 @@ from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
 from workflows.timemath import fire_id
 
+from .conftest import connection_store
 from .test_schedule_loop import child_status, spec, start_loop
 
 
@@ -48,7 +49,7 @@ def register(registry: dict[str, Any], fn: Any) -> str:
 
 
 def add_connections(settings: Settings, *ids: str, api_code: str = "dummyjson") -> None:
-    store = ConnectionStore(settings.catalog_path)
+    store = connection_store(settings)
     for cid in ids:
         store.add(
             NewConnection(id=cid, name=cid.title(), api_key=f"key-{cid}", api_code=api_code)  # type: ignore[arg-type]
@@ -80,7 +81,7 @@ async def test_the_default_runs_one_child_per_active_connection(
 ) -> None:
     add_connections(settings, "acme", "globex", "initech")
     add_connections(settings, "umbrella", api_code="other-app")  # another integration's
-    ConnectionStore(settings.catalog_path).set_active("initech", False)
+    connection_store(settings).set_active("initech", False)
     s, (fire,) = await hourly(ts_env, 1, expansion="connections")
     summary, view, _ = await run_fires(ts_env, settings, s)
     ids = [f"{s.name}/{fire_id(fire)}/{c}" for c in ("acme", "globex")]
@@ -258,7 +259,7 @@ def test_large_expansions_are_stored_in_pages_bounded_by_count_and_bytes(
 ) -> None:
     """The expansion activity on a real SQLite file, called as the worker calls it."""
     fired = datetime(2026, 11, 23, tzinfo=UTC)
-    acts = ExpansionActivities(ConnectionStore(settings.catalog_path), settings.catalog_path)
+    acts = ExpansionActivities(connection_store(settings), settings.catalog_path)
     name = register(
         registry,
         lambda req: [{"key": f"k{i}", "pad": "x" * req["pad"]} for i in range(req["count"])],

@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.connections import ConnectionStore, NewConnection
+from activities.connections import NewConnection
 from config import Settings
 from mirror import Faults, Mirror
 from models import FanOutResult, SyncReport
@@ -23,6 +23,7 @@ from worker import build_worker
 from workflows.schedule import ScheduleWorkflow
 from workflows.timemath import fire_id
 
+from .conftest import connection_store
 from .test_schedule_loop import spec, start_loop, wait_for
 
 KEYS = {"acme": "sk-acme-4f1c", "globex": "sk-globex-77ad", "initech": "sk-initech-9e02"}
@@ -55,7 +56,7 @@ async def test_each_connection_syncs_with_its_own_key_into_its_own_part_of_the_c
     dev_env: WorkflowEnvironment, settings: Settings, mirror: Mirror
 ) -> None:
     mirror.set_api_keys(KEYS.values())
-    store = ConnectionStore(settings.catalog_path)
+    store = connection_store(settings)
     for cid, scope in (("acme", "beauty"), ("globex", "beauty"), ("initech", "furniture")):
         store.add(NewConnection(id=cid, name=cid, api_key=KEYS[cid], scope=scope))  # type: ignore[arg-type]
     store.add(NewConnection(id="umbrella", name="u", api_key="sk-wrong-0000", scope="groceries"))  # type: ignore[arg-type]
@@ -112,7 +113,7 @@ async def test_retries_run_a_failed_sync_again_but_not_a_refused_key(
     job again and it completes; umbrella's 401 cannot be fixed by running again, so it runs once.
     The loop hears once from each job: from its last attempt."""
     mirror.set_api_keys([KEYS["acme"]])
-    store = ConnectionStore(settings.catalog_path)
+    store = connection_store(settings)
     store.add(NewConnection(id="acme", name="a", api_key=KEYS["acme"], scope="beauty"))  # type: ignore[arg-type]
     store.add(NewConnection(id="umbrella", name="u", api_key="sk-wrong-0000", scope="beauty"))  # type: ignore[arg-type]
     mirror.set_faults(Faults(fail_next=1))  # one 500: acme's first request (401s come first)
