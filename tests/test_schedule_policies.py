@@ -162,7 +162,10 @@ async def _worker_away(
         return (await handle.query(ScheduleWorkflow.describe)).state
 
     async def fired_once() -> bool:
-        return bool((await state()).fires)
+        """The first fire ran and its job reported back: no job of it is left for the next
+        worker, where it could race the catch-up fire and make it an overlap skip."""
+        st = await state()
+        return bool(st.fires) and not st.running
 
     async with build_worker(env.client, settings, max_cached_workflows=0):
         await wait_for(fired_once)
