@@ -76,10 +76,10 @@ class ExpansionActivities:
             if not result:
                 note = f"no active {req.api_code} connections (`starter.py connections add`)"
         inputs = self._keyed(function, result, req.job)
-        sizes = [len(x.model_dump_json()) for x in inputs]
-        if len(inputs) <= INLINE_MAX and sum(sizes) <= INLINE_BYTES:
+        texts = [x.model_dump_json() for x in inputs]  # serialized once: sized, then stored
+        if len(inputs) <= INLINE_MAX and sum(map(len, texts)) <= INLINE_BYTES:
             return Expansion(function=function, count=len(inputs), inputs=inputs, note=note)
-        pages = self._store(req.fire_key, inputs, sizes)
+        pages = self._store(req.fire_key, texts)
         return Expansion(function=function, count=len(inputs), ref=req.fire_key, pages=pages)
 
     @activity.defn(name="load_expansion_page")
@@ -154,21 +154,22 @@ class ExpansionActivities:
             inputs.append(ExpandedInput(key=key, args=args))
         return inputs
 
-    def _store(self, ref: str, inputs: list[ExpandedInput], sizes: list[int]) -> int:
-        """Write the pages in one transaction, each at most PAGE_SIZE inputs and PAGE_BYTES.
+    def _store(self, ref: str, texts: list[str]) -> int:
+        """Write the inputs (as JSON) in pages of at most PAGE_SIZE inputs and PAGE_BYTES, in
+        one transaction.
 
         First write wins: a fire expanded again (a retried attempt, a restarted loop) keeps the
         pages a running fan-out may already be reading, and gets their count.
         """
         now = datetime.now(UTC)
-        pages: list[list[ExpandedInput]] = [[]]
+        pages: list[list[str]] = [[]]
         used = 0
-        for x, size in zip(inputs, sizes, strict=True):
-            if len(pages[-1]) == PAGE_SIZE or (pages[-1] and used + size > PAGE_BYTES):
+        for text in texts:
+            if len(pages[-1]) == PAGE_SIZE or (pages[-1] and used + len(text) > PAGE_BYTES):
                 pages.append([])
                 used = 0
-            pages[-1].append(x)
-            used += size
+            pages[-1].append(text)
+            used += len(text)
         with self.pages.transaction() as conn:
             (stored,) = conn.execute(
                 "SELECT count(*) FROM expansion_pages WHERE ref = ?", (ref,)
@@ -181,10 +182,7 @@ class ExpansionActivities:
             )
             conn.executemany(
                 "INSERT INTO expansion_pages (ref, page, inputs, created_at) VALUES (?, ?, ?, ?)",
-                [
-                    (ref, n, json.dumps([x.model_dump(mode="json") for x in page]), now.isoformat())
-                    for n, page in enumerate(pages)
-                ],
+                [(ref, n, f"[{','.join(page)}]", now.isoformat()) for n, page in enumerate(pages)],
             )
         return len(pages)
 
