@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	@$(PY) devstack.py
+	@$(PY) -m devtools.devstack
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -50,28 +50,20 @@ from activities.connections import (
     ConnectionStore,
     NewConnection,
 )
-from activities.sessions import issue_token
-from config import ConfigError, Settings, exit_on_user_error, load_settings
-from ductape_jobs import DuctapeJob
-from ductape_jobs import schedule as schedule_job
-from models import (
-    PauseRequest,
-    ScheduleSummary,
-    ScheduleView,
-    SyncProductsInput,
-    SyncReport,
-)
-from schedule_client import (
-    control,
-    query_view,
-    schedule_id,
-    start_schedules,
-    status_of,
-)
-from schedules_file import DEFAULT_FILE, field_error, load_schedules, sync_products_args
-from temporal_client import ServerUnavailable, connect, exit_process, worker_polling
+from client.connect import ServerUnavailable, connect, exit_process, worker_polling
+from client.ductape import DuctapeJob
+from client.ductape import schedule as schedule_job
+from client.errors import ConfigError, exit_on_user_error
+from client.loops import control, query_view, schedule_id, start_schedules, status_of
+from client.schedules_file import DEFAULT_FILE, field_error, load_schedules, sync_products_args
+from client.settings import Settings, load_settings
+from jobs.sessions import issue_token
+from jobs.sync_products import SyncProductsInput, SyncReport
+from scheduling.plan import Timing
+from scheduling.spec import describe_spec
+from scheduling.types import parse_duration, parse_timezone
+from workflows.models import PauseRequest, ScheduleSummary, ScheduleView
 from workflows.sync_products import SyncProductsWorkflow
-from workflows.timemath import Timing, parse_duration, parse_timezone
 
 console = Console()
 err_console = Console(stderr=True)
@@ -112,7 +104,7 @@ async def list_schedules(
             if view is None:
                 row.status = "running (no worker answered)"
             else:
-                row.spec = view.spec.describe()
+                row.spec = describe_spec(view.spec)
                 row.next_fire = view.next_fires[0] if view.next_fires else None
                 row.fires = view.state.fires
         elif status == WorkflowExecutionStatus.COMPLETED:
@@ -315,7 +307,7 @@ async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
     head = Table.grid(padding=(0, 2))
     for key, value in (
         ("schedule", f"{handle.id} runs `{view.spec.job}`"),
-        ("spec", view.spec.describe()),
+        ("spec", describe_spec(view.spec)),
         ("state", f"paused: {st.note or 'no note'}" if st.paused else "active"),
         (
             "fires",
@@ -627,5 +619,10 @@ def main(argv: list[str] | None = None) -> int:
     return int(exit_on_user_error(go))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `schedjobs` command."""
     exit_process(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -16,10 +16,12 @@ from activities.catalog import SqliteCatalog
 from activities.connections import ConnectionStore
 from activities.dummyjson import DummyJSONClient
 from activities.expansion import ExpansionActivities, expand_schedule
-from activities.jobs import SessionActivities, fresh_cached_runs, still_running
+from activities.run_checks import fresh_cached_runs, still_running
+from activities.sessions import SessionActivities
 from activities.sync_products import SyncProductsActivities
-from config import Settings, exit_on_user_error, load_settings
-from temporal_client import connect, exit_process
+from client.connect import connect, exit_process
+from client.errors import exit_on_user_error
+from client.settings import Settings, load_settings
 from workflows.echo import EchoJobWorkflow
 from workflows.fanout import FanOutPageWorkflow, FanOutWorkflow
 from workflows.notify import JobNotifier
@@ -97,5 +99,10 @@ async def main() -> None:
     logging.info("worker stopped")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `schedjobs-worker` command."""
     exit_process(lambda: exit_on_user_error(lambda: asyncio.run(main())))
+
+
+if __name__ == "__main__":
+    cli()

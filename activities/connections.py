@@ -24,7 +24,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from activities.db import Database
-from config import UserError
+from client.errors import UserError
 
 CONNECTION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SCOPE_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"  # a DummyJSON category slug: "mens-shirts"

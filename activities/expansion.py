@@ -1,6 +1,6 @@
 """The expansion activity: decides what one fire of a schedule runs.
 
-It calls the schedule's expansion function (expansions.py) or the job's default, checks what came
+It calls the schedule's expansion function (jobs/expansions.py) or the job's default, checks what came
 back, gives every input its key, and validates it against the job's args model, so a bad input
 fails here, naming the function, instead of as a child that cannot decode its input. A large
 expansion is stored in pages in the application database and only its size travels back.
@@ -18,11 +18,13 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-import expansions
 from activities.connections import ConnectionStore
 from activities.db import Database
-from models import KEY_PATTERN, ExpandedInput, Expansion, ExpansionRequest, FanOutPage
-from workflows.jobs import JOBS
+from activities.models import ExpandedInput, Expansion, ExpansionRequest
+from jobs import expansions
+from jobs.registry import JOBS
+from scheduling.spec import KEY_PATTERN
+from workflows.models import FanOutPage
 
 INLINE_MAX = 100  # more inputs than this go through the fan-out workflow, in pages
 PAGE_SIZE = 500  # inputs per page: one batch workflow each, well under 2,000 pending children
@@ -101,7 +103,7 @@ class ExpansionActivities:
         fn = expansions.EXPANSIONS.get(name)
         if fn is None:
             raise ApplicationError(
-                f"expansion {name!r} is not defined in expansions.py; "
+                f"expansion {name!r} is not defined in jobs/expansions.py; "
                 f"use one of {expansions.known()}",
                 type="UnknownExpansion",
                 non_retryable=True,

@@ -16,7 +16,8 @@ from temporalio.exceptions import ApplicationError
 from activities.catalog import CatalogProduct, CatalogTarget, from_dummyjson
 from activities.connections import ConnectionKeyMismatch, ConnectionStore
 from activities.dummyjson import DummyJSONClient, SourceProduct
-from models import BatchRequest, BatchResult, ProductError, SourceRequest
+from activities.models import BatchRequest, BatchResult, SourceRequest
+from jobs.sync_products import ProductError
 
 EXAMPLES = 3
 

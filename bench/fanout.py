@@ -32,11 +32,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.expansion import PAGE_SIZE  # noqa: E402  (the `numbers` inputs are tiny)
-from config import Settings  # noqa: E402
-from models import FanOutResult, ScheduleInput, ScheduleSpec  # noqa: E402
-from schedule_client import control  # noqa: E402
+from client.loops import control  # noqa: E402
+from client.settings import Settings  # noqa: E402
+from scheduling.spec import ScheduleSpec  # noqa: E402
 from worker import build_worker  # noqa: E402
 from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
+from workflows.models import FanOutResult, ScheduleInput  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from config import Settings  # noqa: E402
-from mirror import Faults, Mirror  # noqa: E402
+from client.settings import Settings  # noqa: E402
+from devtools.mirror import Faults, Mirror  # noqa: E402
 from worker import build_worker  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -22,8 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import SqliteCatalog
 from activities.connections import ConnectionStore
-from config import Settings
-from mirror import Mirror
+from client.settings import Settings
+from devtools.mirror import Mirror
 
 BIN = Path(sys.executable).parent
 HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop

@@ -23,12 +23,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.connections import NewConnection
-from activities.sessions import issue_token
-from config import Settings
-from mirror import Faults, Mirror
-from models import PauseRequest, ScheduleInput, ScheduleSpec, SessionRef, SyncProductsInput
+from client.settings import Settings
+from devtools.mirror import Faults, Mirror
+from jobs.sessions import issue_token
+from jobs.sync_products import SyncProductsInput
+from scheduling.spec import ScheduleSpec, SessionRef
 from tests.conftest import BIN, SEARCH_ATTRIBUTES, TEST_CONNECTIONS_KEY, connection_store
 from worker import build_worker
+from workflows.models import PauseRequest, ScheduleInput
 from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
 

@@ -14,8 +14,8 @@ import pytest
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from config import Settings
-from mirror import Faults, Mirror
+from client.settings import Settings
+from devtools.mirror import Faults, Mirror
 from tests.conftest import client_address
 from worker import build_worker
 

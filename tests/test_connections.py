@@ -28,8 +28,8 @@ from activities.connections import (
     NewConnection,
 )
 from activities.dummyjson import DummyJSONClient
+from activities.models import SourceRequest
 from activities.sync_products import SyncProductsActivities
-from models import SourceRequest
 from tests.conftest import TEST_CONNECTIONS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent

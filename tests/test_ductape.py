@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from client import ductape
 import jwt
 import pytest
 from temporalio.api.enums.v1 import EventType, RetryState
@@ -20,15 +21,14 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-import ductape_jobs
-from activities.sessions import issue_token, verify_token
-from config import Settings
-from models import ScheduleSummary, ScheduleView
-from schedule_client import control
+from client.loops import control
+from client.settings import Settings
+from jobs.registry import cache_id
+from jobs.sessions import issue_token, verify_token
 from tests.conftest import TEST_SESSION_SECRET, client_address
 from tests.test_cli import cli_env, one_line, starter
 from worker import build_worker
-from workflows.jobs import cache_id
+from workflows.models import ScheduleSummary, ScheduleView
 
 DEADLINE_S = 30.0
 
@@ -82,7 +82,7 @@ def _event_types(events: Any) -> list[int]:
     return [e.event_type for e in events]
 
 
-# --- 1. sessions through ductape_jobs.schedule() ---------------------------------------------
+# --- 1. sessions through ductape.schedule() ---------------------------------------------
 
 
 async def test_session_fills_placeholders_before_the_job_runs(
@@ -94,7 +94,7 @@ async def test_session_fills_placeholders_before_the_job_runs(
         session={"tag": "shop", "token": shop_token()},
     )
     async with build_worker(client, settings):
-        done = await ductape_jobs.schedule(client, job, settings.temporal_task_queue)
+        done = await ductape.schedule(client, job, settings.temporal_task_queue)
         assert done.kind == "one-off" and done.started and not done.cached
         result = await client.get_workflow_handle(done.workflow_id).result()
     # a whole-string placeholder keeps the session value's type; an embedded one becomes text
@@ -145,7 +145,7 @@ async def test_a_bad_session_fails_the_job_once_before_its_body_runs(
     client = dev_env.client
     job = one_off(input=job_input, retries=3, **({"session": session} if session else {}))
     async with build_worker(client, settings):
-        done = await ductape_jobs.schedule(client, job, settings.temporal_task_queue)
+        done = await ductape.schedule(client, job, settings.temporal_task_queue)
         handle = client.get_workflow_handle(done.workflow_id)
         with pytest.raises(WorkflowFailureError) as caught:
             await handle.result()
@@ -241,7 +241,7 @@ async def test_repeat_becomes_a_schedule_loop(
     }
     name = f"{job['product_tag']}-prd-shop-app-echo"
     async with build_worker(client, settings):
-        done = await ductape_jobs.schedule(client, job, settings.temporal_task_queue)
+        done = await ductape.schedule(client, job, settings.temporal_task_queue)
         assert done.kind == "schedule" and done.workflow_id == f"schedule/{name}"
         handle = client.get_workflow_handle(done.workflow_id)
         view = await handle.query("describe", result_type=ScheduleView)
@@ -288,7 +288,7 @@ async def test_a_repeating_job_fills_its_session_at_every_fire(
         "repeat": {"every": "1h", "limit": 1},
     }
     async with build_worker(client, settings):
-        done = await ductape_jobs.schedule(client, job, settings.temporal_task_queue)
+        done = await ductape.schedule(client, job, settings.temporal_task_queue)
         loop = client.get_workflow_handle(done.workflow_id, result_type=ScheduleSummary)
         summary = await asyncio.wait_for(loop.result(), DEADLINE_S)
         view = await loop.query("describe", result_type=ScheduleView)
@@ -311,7 +311,7 @@ async def test_a_session_value_the_job_cannot_take_fails_the_job_once(
         session={"tag": "shop", "token": shop_token()},
     )
     async with build_worker(client, settings):
-        done = await ductape_jobs.schedule(client, job, settings.temporal_task_queue)
+        done = await ductape.schedule(client, job, settings.temporal_task_queue)
         with pytest.raises(WorkflowFailureError) as caught:
             await asyncio.wait_for(client.get_workflow_handle(done.workflow_id).result(), 20)
     cause = caught.value.cause
@@ -350,7 +350,7 @@ async def test_a_one_off_in_unix_seconds_runs_at_start_at_not_before(
     client = dev_env.client
     start_at = int(time.time()) + 3  # seconds: below 10^11
     async with build_worker(client, settings):
-        done = await ductape_jobs.schedule(
+        done = await ductape.schedule(
             client, one_off(start_at=start_at, input={"who": "ada"}), settings.temporal_task_queue
         )
         assert done.message.endswith(

@@ -16,14 +16,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from config import Settings
-from models import ScheduleSummary
+from client.settings import Settings
+from scheduling.plan import fire_id
 from tests.conftest import BIN, SEARCH_ATTRIBUTES
 from tests.test_cli import ROOT
 from tests.test_schedule_loop import spec, start_loop, wait_for
 from worker import build_worker
+from workflows.models import ScheduleSummary
 from workflows.schedule import ScheduleWorkflow
-from workflows.timemath import fire_id
 
 
 def free_port() -> int:

@@ -12,22 +12,17 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-import expansions
 from activities.connections import NewConnection
 from activities.expansion import PAGE_BYTES, ExpansionActivities
-from config import Settings
-from models import (
-    Expansion,
-    ExpansionRequest,
-    FanOutPage,
-    ScheduleSpec,
-    ScheduleSummary,
-    ScheduleView,
-)
-from schedules_file import DEFAULT_FILE, load_schedules
+from activities.models import Expansion, ExpansionRequest
+from client.schedules_file import DEFAULT_FILE, load_schedules
+from client.settings import Settings
+from jobs import expansions
+from scheduling.plan import fire_id
+from scheduling.spec import ScheduleSpec
 from worker import build_worker
+from workflows.models import FanOutPage, ScheduleSummary, ScheduleView
 from workflows.schedule import ScheduleWorkflow
-from workflows.timemath import fire_id
 
 from .conftest import connection_store
 from .test_schedule_loop import child_status, spec, start_loop

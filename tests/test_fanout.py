@@ -15,13 +15,14 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.connections import NewConnection
-from config import Settings
-from mirror import Faults, Mirror
-from models import FanOutResult, SyncReport
-from schedule_client import control
+from client.loops import control
+from client.settings import Settings
+from devtools.mirror import Faults, Mirror
+from jobs.sync_products import SyncReport
+from scheduling.plan import fire_id
 from worker import build_worker
+from workflows.models import FanOutResult
 from workflows.schedule import ScheduleWorkflow
-from workflows.timemath import fire_id
 
 from .conftest import connection_store
 from .test_schedule_loop import spec, start_loop, wait_for

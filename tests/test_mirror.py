@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mirror import Faults, Mirror
+from devtools.mirror import Faults, Mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_IDS = list(range(1, 195))
@@ -183,7 +183,7 @@ def test_admin_404_with_body_keeps_connection_usable(client: httpx.Client) -> No
 
 def test_cli_rejects_bad_error_rate() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "mirror", "--error-rate", "2"],
+        [sys.executable, "-m", "devtools.mirror", "--error-rate", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -305,7 +305,7 @@ def test_reset_keeps_constructor_keys(keyed: Mirror, kclient: httpx.Client) -> N
 
 def test_cli_api_key() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mirror", "--port", "0", "--api-key", "k1", "--api-key", "k2"],
+        [sys.executable, "-m", "devtools.mirror", "--port", "0", "--api-key", "k1", "--api-key", "k2"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -12,13 +12,14 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from config import Settings
-from models import PauseRequest, ScheduleSpec
-from schedule_client import control
+from client.loops import control
+from client.settings import Settings
+from scheduling.plan import fire_id
+from scheduling.spec import ScheduleSpec
 from tests.test_schedule_loop import assert_children, spec, start_loop, wait_for
 from worker import build_worker
+from workflows.models import PauseRequest
 from workflows.schedule import ScheduleWorkflow
-from workflows.timemath import fire_id
 
 
 async def test_pause_skips_fires_and_resume_runs_them_again(

@@ -19,11 +19,12 @@ from temporalio.client import (
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from config import Settings
-from models import ScheduleInput, ScheduleSpec, ScheduleSummary
+from client.settings import Settings
+from scheduling.plan import fire_id
+from scheduling.spec import ScheduleSpec
 from worker import build_worker
+from workflows.models import ScheduleInput, ScheduleSummary
 from workflows.schedule import ScheduleWorkflow
-from workflows.timemath import fire_id
 
 
 def spec(**fields: Any) -> ScheduleSpec:

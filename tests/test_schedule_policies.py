@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from config import Settings
-from models import ScheduleView
+from client.settings import Settings
+from scheduling.plan import fire_id
 from tests.test_schedule_loop import spec, start_loop, wait_for
 from worker import build_worker
+from workflows.models import ScheduleView
 from workflows.schedule import ScheduleWorkflow
-from workflows.timemath import fire_id
 
 HOUR = timedelta(hours=1)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from activities.sessions import (
+from jobs.sessions import (
     SessionError,
     find_placeholders,
     issue_token,

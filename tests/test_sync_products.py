@@ -10,9 +10,9 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import SqliteCatalog
-from config import Settings
-from mirror import Faults, Mirror, load_products
-from models import SyncProductsInput, SyncReport
+from client.settings import Settings
+from devtools.mirror import Faults, Mirror, load_products
+from jobs.sync_products import SyncProductsInput, SyncReport
 from worker import build_worker
 from workflows.sync_products import SyncProductsWorkflow
 

@@ -23,13 +23,26 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from models import JobOptions
-    from workflows.jobs import JOBS, cache_id
+    from activities.run_checks import fresh_cached_runs
+    from jobs.registry import JOBS, cache_id
+    from scheduling.spec import ScheduleSpec
+    from scheduling.types import parse_duration
+    from workflows.models import JobOptions
 
 SCHEDULE_NAME = SearchAttributeKey.for_keyword("ScheduleName")
 SCHEDULED_FIRE_TIME = SearchAttributeKey.for_datetime("ScheduledFireTime")
 CHECK_TIMEOUT = timedelta(seconds=30)
 SESSION_MEMO = "session"
+
+
+def job_options(spec: ScheduleSpec) -> JobOptions:
+    """How each job of a schedule's fires runs: its retries, cache tag and session."""
+    return JobOptions(
+        retries=spec.retries,
+        cache=spec.cache,
+        cache_ttl_s=parse_duration(spec.cache_ttl).total_seconds(),
+        session=spec.session,
+    )
 
 
 def schedule_attributes(schedule: str, fire: datetime) -> TypedSearchAttributes:
@@ -70,9 +83,8 @@ async def start_jobs(
         reuse = WorkflowIDReusePolicy.ALLOW_DUPLICATE
         fresh = set(
             await workflow.execute_activity(
-                "fresh_cached_runs",
+                fresh_cached_runs,
                 args=[[i for i, _ in jobs], options.cache_ttl_s],
-                result_type=list[str],
                 start_to_close_timeout=CHECK_TIMEOUT,
             )
         )
@@ -86,7 +98,7 @@ async def start_jobs(
     async def start(child_id: str, args: dict[str, Any]) -> None:
         try:
             handle = await workflow.start_child_workflow(
-                JOBS[job].workflow,
+                JOBS[job].workflow.run,
                 args,
                 id=child_id,
                 parent_close_policy=close_policy,

@@ -19,9 +19,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from models import ExpandedInput, FanOutInput, FanOutPage, FanOutResult
+    from activities.expansion import ExpansionActivities
+    from scheduling.plan import fire_id
     from workflows.children import start_jobs
-    from workflows.timemath import fire_id
+    from workflows.models import FanOutInput, FanOutPage, FanOutResult
 
 LOAD_TIMEOUT = timedelta(seconds=30)
 LOAD_RETRY = RetryPolicy(maximum_attempts=5)  # then the page fails, counted in the fire's result
@@ -105,10 +106,9 @@ class FanOutPageWorkflow:
 
     @workflow.run
     async def run(self, inp: FanOutPage) -> FanOutResult:
-        inputs = await workflow.execute_activity(
-            "load_expansion_page",
+        inputs = await workflow.execute_activity_method(
+            ExpansionActivities.load_expansion_page,
             inp,
-            result_type=list[ExpandedInput],
             start_to_close_timeout=LOAD_TIMEOUT,
             retry_policy=LOAD_RETRY,
         )

@@ -22,8 +22,9 @@ from temporalio.worker import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from models import JobFinished
-    from workflows.jobs import retry_follows
+    from workflows.models import JobFinished
+    from workflows.retries import retry_follows
+    from workflows.schedule import ScheduleWorkflow
 
 SCHEDULE_PREFIX = "schedule/"
 
@@ -35,7 +36,9 @@ async def _notify(parent_id: str, outcome: str, error: str | None = None) -> Non
         error=error,
     )
     try:
-        await workflow.get_external_workflow_handle(parent_id).signal("job_finished", finished)
+        await workflow.get_external_workflow_handle(parent_id).signal(
+            ScheduleWorkflow.job_finished, finished
+        )
     except Exception as exc:  # the schedule may be gone (deleted, finished): nothing to tell
         workflow.logger.info("schedule %s not told of %s: %s", parent_id, outcome, exc)
 

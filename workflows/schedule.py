@@ -1,9 +1,11 @@
 """ScheduleWorkflow: one schedule as a durable loop, id `schedule/<name>`.
 
-Each turn: compute the next fire time (workflows/timemath.py), sleep on a durable timer until
-then, ask the expansion activity what to run, start one child per input with
+Each turn: ask the schedule core (scheduling/plan.py) for the next fire, sleep on a durable timer
+until then, ask the expansion activity what to run, start one child per input with
 ParentClosePolicy.ABANDON (children outlive continue-as-new and a failing job never stops the
-loop), count the fire, and continue-as-new when history grows, carrying the state.
+loop), count the fire, and continue-as-new when history grows, carrying the state. This module
+only orchestrates; every time decision (next fire, catch-up, jitter room, end and limit) is the
+core's, from `workflow.now()` and `workflow.random()`.
 """
 
 from __future__ import annotations
@@ -14,39 +16,43 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from temporalio import workflow
-from temporalio.common import (
-    RetryPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from models import (
-        Expansion,
-        ExpansionRequest,
+    from activities.expansion import ExpansionActivities, expand_schedule
+    from activities.models import Expansion, ExpansionRequest
+    from activities.run_checks import still_running
+    from jobs.registry import JOBS
+    from scheduling import plan
+    from scheduling.plan import Timing, fire_id
+    from scheduling.spec import ScheduleSpec, describe_spec
+    from workflows.children import job_options, schedule_attributes, start_jobs
+    from workflows.fanout import FanOutWorkflow
+    from workflows.models import (
         FanOutInput,
         FireOutcome,
         FireRecord,
         JobFinished,
         PauseRequest,
         ScheduleInput,
-        ScheduleSpec,
         ScheduleState,
         ScheduleSummary,
         ScheduleView,
         SkipReason,
     )
-    from workflows.children import schedule_attributes, start_jobs
-    from workflows.fanout import FanOutWorkflow
-    from workflows.jobs import JOBS
-    from workflows.timemath import Timing, fire_id, parse_duration
 
 RECENT = 10
-MISSED_COUNT_CAP = 10_000  # beyond this many missed fires in one wake, stop counting one by one
 # The loop's own activities are short; a worker that dies in one is noticed after this long.
 LOOP_ACTIVITY_TIMEOUT = timedelta(seconds=10)
 EXPANSION_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
 EXPANSION_TIMEOUT = timedelta(seconds=60)  # user functions may do I/O; a dead worker costs this
+
+
+def _read_outcome(handle: asyncio.Future[Any]) -> None:
+    """The loop learns of a child's end by signal (it survives continue-as-new); the handle's
+    own outcome is read only so asyncio does not report it as never retrieved."""
+    handle.add_done_callback(lambda done: done.cancelled() or done.exception())
 
 
 @workflow.defn
@@ -69,12 +75,11 @@ class ScheduleWorkflow:
     def describe(self) -> ScheduleView:
         assert self._inp is not None and self._timing is not None
         spec, state = self._inp.spec, self._state
-        remaining = None if spec.limit is None else max(0, spec.limit - state.fires)
-        upcoming = list(self._timing.upcoming(state.cursor, RECENT))[:remaining]
+        remaining = plan.remaining(spec.limit, state.fires)
         return ScheduleView(
             spec=spec,
             state=state,
-            next_fires=upcoming,
+            next_fires=list(self._timing.upcoming(state.cursor, RECENT))[:remaining],
             remaining=remaining,
             run_fires=self._run_fires,
         )
@@ -119,9 +124,9 @@ class ScheduleWorkflow:
         """A new spec takes effect from the next fire; counts and cursor are kept."""
         assert self._inp is not None and self._state.created_at is not None
         self._inp.spec = spec
-        self._timing = spec.timing(self._state.created_at)
+        self._timing = Timing.of(spec, self._state.created_at)
         self._wake = True
-        return f"updated: {spec.describe()}"
+        return f"updated: {describe_spec(spec)}"
 
     @update.validator
     def _check_update(self, spec: ScheduleSpec) -> None:
@@ -139,7 +144,7 @@ class ScheduleWorkflow:
             job.validate_args(spec.args)
         except ValueError as exc:
             raise ApplicationError(f"args: {exc}".splitlines()[0], non_retryable=True) from None
-        if not spec.timing(self._state.created_at).can_fire():
+        if not Timing.of(spec, self._state.created_at).can_fire():
             raise ApplicationError(f"cron: {spec.cron!r} can never fire", non_retryable=True)
 
     @workflow.update
@@ -156,8 +161,6 @@ class ScheduleWorkflow:
         if self._deleted:
             raise ApplicationError("the schedule is being deleted", non_retryable=True)
 
-    # --- the loop ----------------------------------------------------------------------------
-
     @workflow.signal
     def job_finished(self, done: JobFinished) -> None:
         """A child reports its end (see workflows/notify.py)."""
@@ -173,36 +176,41 @@ class ScheduleWorkflow:
             state.last_finished = workflow.now()
         self._wake = True
 
+    # --- the loop ----------------------------------------------------------------------------
+
     @workflow.run
     async def run(self, inp: ScheduleInput) -> ScheduleSummary:
         self._inp = inp
         state = inp.state
         if state.created_at is None:
             state.created_at = workflow.now()
-        self._timing = inp.spec.timing(state.created_at)
+        self._timing = Timing.of(inp.spec, state.created_at)
         while True:
             spec = inp.spec
             if self._deleted:
                 return self._finish("deleted")
             if state.buffered is not None and not state.running and not state.paused:
-                buffered, state.buffered = state.buffered, None
-                await self._fire(buffered, overlap_checked=True)  # buffer_one: its turn now
+                buffered, manual = state.buffered, state.buffered_manual
+                state.buffered, state.buffered_manual = None, False
+                await self._fire(buffered, manual=manual, overlap_checked=True)  # its turn now
                 continue
-            if spec.limit is not None and state.fires >= spec.limit:
+            if plan.remaining(spec.limit, state.fires) == 0:
                 return self._finish("limit reached")
-            fire, waiting = self._next_fire()
-            if fire is None and not waiting and not state.pending_triggers:
+            nxt = self._timing.plan_next(
+                state.cursor, jobs_running=bool(state.running), last_finished=state.last_finished
+            )
+            if nxt.at is None and not nxt.waiting and not state.pending_triggers:
                 return self._finish("end_at passed" if spec.end_at else "no more fire times")
-            self._publish(fire)
-            if not await self._sleep_until(fire):
+            self._publish(nxt.at)
+            if not await self._sleep_until(nxt.at):
                 continue  # woken by a control, a trigger or a finished job: re-plan
             if self._should_continue_as_new():
                 # On waking, before firing: the new run fires this same due time at once, and
                 # the previous fire's children have had the whole interval to finish.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(inp)
-            assert fire is not None
-            due = self._catch_up(fire)
+            assert nxt.at is not None
+            due = self._catch_up(nxt.at)
             if due is None:
                 continue
             if state.paused:
@@ -212,49 +220,25 @@ class ScheduleWorkflow:
             await self._fire(due)
             self._run_fires += 1
 
-    def _next_fire(self) -> tuple[datetime | None, bool]:
-        """The next scheduled fire, and whether the loop waits for running jobs to get one.
-
-        With `after_completion`, the next fire is `every` after the previous fire's jobs
-        finished: none is planned while they run.
-        """
-        assert self._inp is not None and self._timing is not None
-        spec, state = self._inp.spec, self._state
-        if not spec.after_completion or state.cursor is None:
-            return self._timing.next_fire(state.cursor), False
-        if state.running:
-            return None, True
-        assert spec.every is not None
-        base = max(state.cursor, state.last_finished or state.cursor)
-        fire = base + parse_duration(spec.every)
-        if spec.end_at is not None and fire > spec.end_at:
-            return None, False
-        return fire, False
-
-    def _jitter(self, fire: datetime) -> timedelta:
-        """Uniform in [0, jitter), deterministic, and never reaching the following fire."""
-        assert self._inp is not None and self._timing is not None
-        jitter = self._inp.spec.jitter_max
-        if not jitter:
-            return timedelta(0)
-        following = self._timing.next_fire(fire)
-        room = jitter if following is None else min(jitter, following - fire)
-        return timedelta(seconds=workflow.random().uniform(0, room.total_seconds()) * 0.999)
-
     async def _sleep_until(self, fire: datetime | None) -> bool:
         """Wait for the fire time (plus jitter); False when something woke the loop first.
 
         A pending trigger fires here, at once, without moving the schedule's cursor.
         """
-        assert self._inp is not None
+        assert self._inp is not None and self._timing is not None
         self._wake = False
         now = workflow.now()
-        wake_at = None if fire is None else fire + self._jitter(fire)
-        if wake_at is None or wake_at > now:
+        wake_at = None
+        if fire is not None:  # a draw only when there is jitter, as recorded histories have it
+            wake_at = self._timing.wake_time(
+                fire, workflow.random().random() if self._timing.jitter else 0.0
+            )
+        timeout = plan.time_left(wake_at, now)
+        if timeout is None or timeout:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._wake,
-                    timeout=None if wake_at is None else wake_at - now,
+                    timeout=timeout,
                     timeout_summary=None
                     if fire is None
                     else f"waits for the {fire_id(fire)} fire of {self._inp.spec.name}",
@@ -276,24 +260,17 @@ class ScheduleWorkflow:
         )
 
     def _catch_up(self, due: datetime) -> datetime | None:
-        """The fire to run now. Woken late (worker or server down): only the latest missed fire
-        runs, and only within the catch-up window; the others are counted as missed."""
+        """The fire to run now, per the core's catch-up rule; missed ones are recorded."""
         assert self._timing is not None and self._inp is not None
-        now, state = workflow.now(), self._state
-        missed, last_missed = 0, due
-        nxt = self._timing.next_fire(due)
-        while nxt is not None and nxt <= now and missed < MISSED_COUNT_CAP:
-            missed, last_missed = missed + 1, due
-            due, nxt = nxt, self._timing.next_fire(nxt)
-        too_old = now - due > self._inp.spec.catchup
-        if too_old:
-            missed, last_missed = missed + 1, due
-            state.cursor = due
-        if missed:
-            state.missed += missed
-            workflow.logger.warning("%s: %d missed fire(s) not run", self._inp.spec.name, missed)
-            self._skip(last_missed, "missed", count=missed)
-        return None if too_old else due
+        spec, state = self._inp.spec, self._state
+        caught = self._timing.catch_up(due, workflow.now())
+        if caught.cursor is not None:
+            state.cursor = caught.cursor
+        if caught.missed and caught.last_missed is not None:
+            state.missed += caught.missed
+            workflow.logger.warning("%s: %d missed fire(s) not run", spec.name, caught.missed)
+            self._skip(caught.last_missed, "missed", count=caught.missed)
+        return caught.run
 
     def _skip(
         self, fire: datetime, reason: SkipReason, count: int = 1, error: str | None = None
@@ -315,15 +292,15 @@ class ScheduleWorkflow:
         spec, state = self._inp.spec, self._state
         if not manual:
             state.cursor = fire
-        if not overlap_checked and not await self._overlap_allows(fire):
+        if not overlap_checked and not await self._overlap_allows(fire, manual):
             return
         base = f"{spec.name}/{fire_id(fire)}{'-manual' if manual else ''}"
         if not workflow.patched("keyed-expansion"):
             await self._fire_unkeyed(fire, base, manual)
             return
         try:
-            expansion = await workflow.execute_activity(
-                "expand_fire",
+            expansion = await workflow.execute_activity_method(
+                ExpansionActivities.expand_fire,
                 ExpansionRequest(
                     name=spec.name,
                     job=spec.job,
@@ -333,7 +310,6 @@ class ScheduleWorkflow:
                     api_code=spec.api_code,
                     fire_key=base,
                 ),
-                result_type=Expansion,
                 start_to_close_timeout=EXPANSION_TIMEOUT,
                 retry_policy=RetryPolicy(
                     maximum_attempts=(2 if spec.retries is None else spec.retries) + 1,
@@ -357,20 +333,21 @@ class ScheduleWorkflow:
                 job=spec.job,
                 schedule=spec.name,
                 fire=fire,
-                options=spec.job_options,
+                options=job_options(spec),
                 close_policy=workflow.ParentClosePolicy.ABANDON,
             )
             ids = started.ids
             for child_id, handle in started.handles.items():
                 state.running[child_id] = fire
-                # The loop learns of the end by signal (it survives continue-as-new); the
-                # handle's outcome is read only so asyncio does not report it as unretrieved.
-                handle.add_done_callback(lambda done: done.cancelled() or done.exception())
-        if manual:
-            state.triggered += 1
-        else:
-            state.fires += 1
+                _read_outcome(handle)
+        self._count(manual)
         self._record(fire, "started", children=ids, jobs=expansion.count)
+
+    def _count(self, manual: bool) -> None:
+        if manual:
+            self._state.triggered += 1
+        else:
+            self._state.fires += 1
 
     async def _start_fan_out(self, base: str, fire: datetime, expansion: Expansion) -> None:
         assert self._inp is not None and expansion.ref is not None
@@ -385,7 +362,7 @@ class ScheduleWorkflow:
                     ref=expansion.ref,
                     pages=expansion.pages,
                     count=expansion.count,
-                    options=spec.job_options,
+                    options=job_options(spec),
                 ),
                 id=base,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -395,7 +372,7 @@ class ScheduleWorkflow:
         except WorkflowAlreadyStartedError:
             self._state.running.pop(base, None)
             return
-        handle.add_done_callback(lambda done: done.cancelled() or done.exception())
+        _read_outcome(handle)
 
     async def _fire_unkeyed(self, fire: datetime, base: str, manual: bool) -> None:
         """Loops started before keyed expansion replay this path: `expand_schedule`, ids
@@ -403,10 +380,9 @@ class ScheduleWorkflow:
         assert self._inp is not None
         spec, state = self._inp.spec, self._state
         try:
-            inputs: list[dict[str, Any]] = await workflow.execute_activity(
-                "expand_schedule",
+            inputs = await workflow.execute_activity(
+                expand_schedule,
                 ExpansionRequest(name=spec.name, job=spec.job, fire_time=fire, args=spec.args),
-                result_type=list[dict[str, Any]],
                 start_to_close_timeout=LOOP_ACTIVITY_TIMEOUT,
                 retry_policy=EXPANSION_RETRY,
             )
@@ -423,13 +399,10 @@ class ScheduleWorkflow:
         await asyncio.gather(
             *(self._start_child(i, args, fire) for i, args in zip(ids, inputs, strict=True))
         )
-        if manual:
-            state.triggered += 1
-        else:
-            state.fires += 1
+        self._count(manual)
         self._record(fire, "started", children=ids)
 
-    async def _overlap_allows(self, fire: datetime) -> bool:
+    async def _overlap_allows(self, fire: datetime, manual: bool) -> bool:
         """Whether this fire may start now, given the previous fire's jobs still running."""
         assert self._inp is not None
         state, policy = self._state, self._inp.spec.overlap
@@ -438,9 +411,8 @@ class ScheduleWorkflow:
         # The children's signals are the fast path; a describe of each is the check on them.
         alive = set(
             await workflow.execute_activity(
-                "still_running",
+                still_running,
                 list(state.running),
-                result_type=list[str],
                 start_to_close_timeout=LOOP_ACTIVITY_TIMEOUT,
                 retry_policy=EXPANSION_RETRY,
             )
@@ -454,6 +426,8 @@ class ScheduleWorkflow:
             return True
         if policy == "buffer_one" and state.buffered is None:
             state.buffered = fire
+            # A buffered trigger stays a trigger: `-manual` id, no limit count, cursor kept.
+            state.buffered_manual = manual and workflow.patched("buffered-trigger-stays-manual")
             self._record(fire, "buffered")
             return False
         self._skip(fire, "overlap")
@@ -463,7 +437,7 @@ class ScheduleWorkflow:
         assert self._inp is not None
         try:
             handle = await workflow.start_child_workflow(
-                JOBS[self._inp.spec.job].workflow,
+                JOBS[self._inp.spec.job].workflow.run,
                 args,
                 id=child_id,
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -474,9 +448,7 @@ class ScheduleWorkflow:
             workflow.logger.info("%s already started: not run twice", child_id)
             self._state.running.pop(child_id, None)
             return
-        # The loop learns of the end by signal (it survives continue-as-new); the handle's own
-        # outcome is read here only so asyncio does not report it as never retrieved.
-        handle.add_done_callback(lambda done: done.cancelled() or done.exception())
+        _read_outcome(handle)
 
     def _record(
         self,
@@ -522,7 +494,7 @@ class ScheduleWorkflow:
         limit = f" of {spec.limit}" if spec.limit else ""
         paused = f" · **paused**{': ' + state.note if state.note else ''}" if state.paused else ""
         workflow.set_current_details(
-            f"**{spec.name}** runs `{spec.job}` on {spec.describe()}{paused}\n\n"
+            f"**{spec.name}** runs `{spec.job}` on {describe_spec(spec)}{paused}\n\n"
             f"next fire: {fire.isoformat() if fire else 'none'} · fires: {state.fires}{limit} · "
             f"triggered: {state.triggered} · failed: {state.failed} · missed: {state.missed}"
         )

@@ -24,12 +24,14 @@ from temporalio.worker import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from activities.sessions import find_placeholders
-    from models import ResolveSession, SessionRef
+    from activities.models import ResolveSession
+    from activities.sessions import SessionActivities
+    from jobs.registry import JOBS
+    from jobs.sessions import find_placeholders
+    from scheduling.spec import SessionRef
     from workflows.children import SESSION_MEMO
-    from workflows.jobs import JOBS
 
-JOB_TYPES = {job.workflow for job in JOBS.values()}  # not the loop, whose spec holds the raw input
+JOB_TYPES = {job.type_name for job in JOBS.values()}  # not the loop, whose spec holds the raw input
 
 RESOLVE_TIMEOUT = timedelta(seconds=30)
 
@@ -48,10 +50,9 @@ class _SessionInbound(WorkflowInboundInterceptor):
         if session is None and not find_placeholders(raw):
             return await super().execute_workflow(input)
         try:
-            resolved = await workflow.execute_activity(
-                "resolve_session",
+            resolved = await workflow.execute_activity_method(
+                SessionActivities.resolve_session,
                 ResolveSession(input=raw, session=session),
-                result_type=dict[str, Any],
                 start_to_close_timeout=RESOLVE_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )

@@ -15,15 +15,10 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
-    from models import (
-        BatchRequest,
-        BatchResult,
-        FailedBatch,
-        SourceRequest,
-        SyncProductsInput,
-        SyncReport,
-    )
-    from workflows.jobs import retry_follows
+    from activities.models import BatchRequest, BatchResult, SourceRequest
+    from activities.sync_products import SyncProductsActivities
+    from jobs.sync_products import FailedBatch, SyncProductsInput, SyncReport
+    from workflows.retries import retry_follows
 
 BATCH_TIMEOUT = timedelta(seconds=60)
 MAX_LISTED = 20  # failed products listed in the report; the count is always exact
@@ -60,12 +55,11 @@ class SyncProductsWorkflow:
         )
         self._publish()
         try:
-            total = await workflow.execute_activity(
-                "count_source_products",
+            total = await workflow.execute_activity_method(
+                SyncProductsActivities.count_source_products,
                 # (before connections this activity took no argument; old histories replay fine:
                 # an activity's input is not part of the determinism check)
                 SourceRequest(connection_id=inp.connection_id),
-                result_type=int,
                 start_to_close_timeout=BATCH_TIMEOUT,
                 retry_policy=retry,
             )
@@ -83,8 +77,8 @@ class SyncProductsWorkflow:
             limit = min(inp.batch_size, total - offset)
             async with slots:
                 try:
-                    result = await workflow.execute_activity(
-                        "sync_products_batch",
+                    result = await workflow.execute_activity_method(
+                        SyncProductsActivities.sync_products_batch,
                         BatchRequest(
                             offset=offset,
                             limit=limit,
@@ -92,7 +86,6 @@ class SyncProductsWorkflow:
                             tenant=inp.catalog_tenant,
                             connection_id=inp.connection_id,
                         ),
-                        result_type=BatchResult,
                         start_to_close_timeout=BATCH_TIMEOUT,
                         retry_policy=retry,
                     )

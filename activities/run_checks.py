@@ -1,21 +1,13 @@
-"""Activities the loop and the job envelope use to look at runs and sessions.
-
-`still_running` and `fresh_cached_runs` describe workflows by id (the loop's checks on its
-signals, and the cache TTL); `resolve_session` fills `$Session{...}` placeholders.
-"""
+"""Activities that look at runs by workflow id: the loop's check on its jobs' signals
+(`still_running`) and the cache TTL (`fresh_cached_runs`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from temporalio import activity
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
-
-from activities.sessions import SessionError, resolve_placeholders, verify_token
-from models import ResolveSession
 
 
 @activity.defn(name="still_running")
@@ -60,22 +52,3 @@ async def fresh_cached_runs(ids: list[str], ttl_s: float) -> list[str]:
         if completed_within(desc, timedelta(seconds=ttl_s)):
             fresh.append(wf_id)
     return fresh
-
-
-class SessionActivities:
-    """Bound to the session secret for the worker's lifetime."""
-
-    def __init__(self, secret: str) -> None:
-        self._secret = secret
-
-    @activity.defn(name="resolve_session")
-    def resolve_session(self, req: ResolveSession) -> Any:
-        token = req.session.token if req.session else None
-        try:
-            if req.session is not None:
-                verify_token(self._secret, req.session.token, tag=req.session.tag)
-            return resolve_placeholders(req.input, token=token, secret=self._secret)
-        except SessionError as exc:
-            raise ApplicationError(
-                exc.message, type=f"Session_{exc.kind}", non_retryable=True
-            ) from None

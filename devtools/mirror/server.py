@@ -1,7 +1,7 @@
 """A local DummyJSON: answers `/products` like dummyjson.com does, from the bundled data.
 
 Faults can be switched on for tests and demos (latency, 500s, 429 with Retry-After, malformed JSON,
-a page that always fails), at start-up (`python -m mirror --help`) or at run time through
+a page that always fails), at start-up (`python -m devtools.mirror --help`) or at run time through
 `PUT /__mirror/faults`. `PATCH /__mirror/products/<id>` changes a product, to show incremental sync.
 With API keys (`--api-key`, `PUT /__mirror/auth`) /products* needs `Authorization: Bearer <key>`.
 """
@@ -40,7 +40,7 @@ class Faults(BaseModel):
 
 def load_products() -> list[dict[str, Any]]:
     """The bundled DummyJSON products (194, MIT; LICENSE beside the data)."""
-    text = resources.files("mirror").joinpath("data/products.json").read_text(encoding="utf-8")
+    text = resources.files(__package__ or "devtools.mirror").joinpath("data/products.json").read_text(encoding="utf-8")
     data = json.loads(text)
     return data["products"] if isinstance(data, dict) else data
 

@@ -1,4 +1,4 @@
-"""`python -m mirror [--port 8787] [--error-rate 0.2] [--api-key K] ...`: serve the local DummyJSON.
+"""`python -m devtools.mirror [--port 8787] [--error-rate 0.2] [--api-key K] ...`: serve the local DummyJSON.
 
 With --api-key (repeatable), /products* answers 401 unless sent `Authorization: Bearer <KEY>`."""
 
@@ -8,11 +8,11 @@ import argparse
 import contextlib
 import sys
 
-from mirror.server import Faults, Mirror
+from devtools.mirror.server import Faults, Mirror
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mirror", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m devtools.mirror", description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8787)
     p.add_argument("--latency-ms", type=int, default=0, help="delay every /products answer")

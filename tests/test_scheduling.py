@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workflows.timemath import Timing, fire_id, parse_cron, parse_duration
+from scheduling.cron import parse_cron
+from scheduling.plan import Timing, fire_id
+from scheduling.types import parse_duration
 
 
 def fires(cron: str, tz: str, start: str, count: int) -> list[str]:

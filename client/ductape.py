@@ -34,12 +34,12 @@ from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.jobs import completed_within
-from models import KEY_PATTERN, ScheduleSpec, SessionRef
-from schedule_client import start_schedules
+from activities.run_checks import completed_within
+from client.loops import start_schedules
+from jobs.registry import JOBS, cache_id
+from scheduling.spec import KEY_PATTERN, ScheduleSpec, SessionRef
+from scheduling.types import parse_duration, parse_timezone
 from workflows.children import SESSION_MEMO
-from workflows.jobs import JOBS, cache_id
-from workflows.timemath import parse_duration, parse_timezone
 
 MS_THRESHOLD = 10**11  # a Unix time above this is in milliseconds (10^11 s is the year 5138)
 
@@ -245,7 +245,7 @@ async def schedule(client: Client, job: DuctapeJob | dict[str, Any], task_queue:
     delay = None if starts is None else max(timedelta(0), starts - datetime.now(UTC))
     try:
         await client.start_workflow(
-            JOBS[job.event].workflow,
+            JOBS[job.event].workflow.run,
             job.input,
             id=wf_id,
             task_queue=task_queue,

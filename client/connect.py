@@ -11,7 +11,8 @@ from typing import NoReturn
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from config import Settings, UserError
+from client.errors import UserError
+from client.settings import Settings
 
 CONNECT_TIMEOUT_S = 5.0
 

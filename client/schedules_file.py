@@ -13,10 +13,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-import expansions
-from config import ConfigError, Settings
-from models import ScheduleSpec, SyncProductsInput
-from workflows.jobs import JOBS
+from client.errors import ConfigError
+from client.settings import Settings
+from jobs import expansions
+from jobs.registry import JOBS
+from jobs.sync_products import SyncProductsInput
+from scheduling.plan import Timing
+from scheduling.spec import ScheduleSpec
 
 DEFAULT_FILE = Path("schedules.toml")
 
@@ -74,9 +77,9 @@ def load_schedules(path: Path, settings: Settings) -> list[ScheduleSpec]:
         if spec.expansion is not None and spec.expansion not in expansions.known():
             raise ConfigError(
                 f"{label}: expansion: unknown expansion {spec.expansion!r}; define it in "
-                f"expansions.py or use one of {expansions.known()}"
+                f"jobs/expansions.py or use one of {expansions.known()}"
             )
-        if not spec.timing(datetime.now(UTC)).can_fire():
+        if not Timing.of(spec, datetime.now(UTC)).can_fire():
             raise ConfigError(f"{label}: cron: {spec.cron!r} can never fire; fix it or add every")
         if any(s.name == spec.name for s in specs):
             raise ConfigError(f"{label}: name: used twice in the file")

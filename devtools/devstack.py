@@ -24,13 +24,14 @@ from typing import Any
 import httpx
 
 from activities.connections import ConnectionStore, NewConnection
-from config import Settings, UserError, exit_on_user_error, load_settings
-from schedule_client import start_schedules
-from schedules_file import DEFAULT_FILE, load_schedules
-from temporal_client import connect, exit_process
+from client.connect import connect, exit_process
+from client.errors import UserError, exit_on_user_error
+from client.loops import start_schedules
+from client.schedules_file import DEFAULT_FILE, load_schedules
+from client.settings import Settings, load_settings
 
 BIN = Path(sys.executable).parent
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the project: worker.py, schedules.toml
 SEARCH_ATTRIBUTES = ("ScheduleName=Keyword", "ScheduledFireTime=Datetime")
 STARTUP_TIMEOUT_S = 60.0
 
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             key_args = [arg for key in keys for arg in ("--api-key", key)]
             proc = stack.spawn(
                 "mirror",
-                [sys.executable, "-m", "mirror", "--port", str(mirror_port), *key_args],
+                [sys.executable, "-m", "devtools.mirror", "--port", str(mirror_port), *key_args],
                 env,
                 log=True,
             )
@@ -199,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
                 "DummyJSON mirror",
                 settings.data_dir / "mirror.log",
             )
-        stack.spawn("worker", [sys.executable, str(HERE / "worker.py")], env, log=False)
+        stack.spawn("worker", [sys.executable, str(ROOT / "worker.py")], env, log=False)
 
         async def start() -> list[str]:
             client = await connect(settings)
@@ -242,7 +243,7 @@ def _default_sigint() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="devstack.py", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m devtools.devstack", description=__doc__)
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="schedules file")
     p.add_argument("--port", type=int, default=7233, help="dev server gRPC port")
     p.add_argument("--ui-port", type=int, default=8233, help="Web UI port")
@@ -254,5 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     return int(exit_on_user_error(lambda: run(args)))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `schedjobs-dev` command (what `make run` runs)."""
     exit_process(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -20,8 +20,9 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from config import ConfigError
-from models import ScheduleInput, ScheduleSpec, ScheduleSummary, ScheduleView
+from client.errors import ConfigError
+from scheduling.spec import ScheduleSpec, describe_spec
+from workflows.models import ScheduleInput, ScheduleSummary, ScheduleView
 from workflows.schedule import ScheduleWorkflow
 
 QUERY_TIMEOUT = 5.0
@@ -136,5 +137,5 @@ async def start_schedules(
         except WorkflowAlreadyStartedError:
             lines.append(f"{spec.name}: already running as {handle.id}; nothing started")
             continue
-        lines.append(f"{spec.name}: started as {handle.id} ({spec.describe()})")
+        lines.append(f"{spec.name}: started as {handle.id} ({describe_spec(spec)})")
     return lines

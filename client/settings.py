@@ -7,41 +7,19 @@ line naming the variable and the fix, before anything is started or written.
 from __future__ import annotations
 
 import secrets
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workflows.timemath import parse_cron
+from client.errors import ConfigError
+from scheduling.types import CronText
 
 TASK_QUEUE = "scheduled-jobs"
 DEFAULT_DUMMYJSON_URL = "https://dummyjson.com"
 SESSION_SECRET_MIN = 32
-
-
-class UserError(Exception):
-    """Something the user can fix; entry points print it as one line and exit with exit_code."""
-
-    exit_code = 2
-
-
-class ConfigError(UserError):
-    """A bad setting or a bad schedules file: nothing is started."""
-
-
-def exit_on_user_error(main: Callable[[], Any]) -> Any:
-    """Run an entry point; a UserError becomes one line on stderr and a non-zero exit."""
-    try:
-        return main()
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
 
 
 class Settings(BaseSettings):
@@ -55,7 +33,7 @@ class Settings(BaseSettings):
     catalog_db: Path | None = None
     sync_products_batch_size: int = Field(15, ge=1, le=1000)
     sync_products_max_retries: int = Field(2, ge=0, le=20)
-    sync_products_schedule: str = "*/2 * * * *"
+    sync_products_schedule: CronText = "*/2 * * * *"
     sync_products_dry_run: bool = False
     # Signs Ductape session tokens; unset: a random one kept in DATA_DIR/session.secret.
     session_secret: SecretStr | None = None
@@ -109,12 +87,6 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
-
-    @field_validator("sync_products_schedule")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        parse_cron(value)
-        return value
 
     @model_validator(mode="after")
     def _default_catalog(self) -> Settings:

@@ -1,5 +1,5 @@
 """A local stand-in for dummyjson.com's /products, with switchable faults."""
 
-from mirror.server import Faults, Mirror, load_products
+from devtools.mirror.server import Faults, Mirror, load_products
 
 __all__ = ["Faults", "Mirror", "load_products"]

@@ -1,0 +1,83 @@
+"""The checked values a schedule is made of: a cron text, a duration, a time zone.
+
+Each is one Annotated type, so the schedules file, a Ductape job, a control Update and the settings
+check them the same way, with the same one-line message. Values keep the form the user wrote
+(`"5m"`, `300000`), which is what `describe` shows; `parse_*` turns them into what the maths uses.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator
+
+from scheduling.cron import parse_cron
+
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
+_UNITS = {
+    "ms": timedelta(milliseconds=1),
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    """An IANA zone by name; ValueError for anything else."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r}; use an IANA name like Europe/Berlin"
+        ) from None
+
+
+def parse_duration(value: str | int | float | timedelta) -> timedelta:
+    """`30s`, `5m`, `2h`, `1d`, `1h30m`, or a number of milliseconds (Ductape's `every`)."""
+    if isinstance(value, timedelta):
+        result = value
+    elif isinstance(value, bool):
+        raise ValueError("a duration must be like 30s, 5m, 2h, 1d or a number of milliseconds")
+    elif isinstance(value, int | float):
+        result = timedelta(milliseconds=value)
+    else:
+        text = value.strip().lower().replace(" ", "")
+        if text.isdigit():
+            result = timedelta(milliseconds=int(text))
+        elif text and _DURATION.sub("", text) == "":
+            result = sum(
+                (int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text)), timedelta()
+            )
+        else:
+            raise ValueError(
+                f"{value!r} is not a duration; use 30s, 5m, 2h, 1d (or combined, 1h30m) "
+                "or a number of milliseconds"
+            )
+    if result <= timedelta(0):
+        raise ValueError(f"{value!r} must be longer than zero")
+    return result
+
+
+def _cron(value: str) -> str:
+    parse_cron(value)
+    return value
+
+
+def _duration(value: str | int) -> str | int:
+    parse_duration(value)
+    return value
+
+
+def _zone(value: str) -> str:
+    parse_timezone(value)
+    return value
+
+
+CronText = Annotated[str, AfterValidator(_cron)]
+Duration = Annotated[str | int, AfterValidator(_duration)]
+TimeZone = Annotated[str, AfterValidator(_zone)]
