@@ -26,9 +26,11 @@ import getpass
 import json
 import sqlite3
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
@@ -59,12 +61,14 @@ from client.schedules_file import DEFAULT_FILE, field_error, load_schedules, syn
 from client.settings import Settings, load_settings
 from jobs.sessions import issue_token
 from jobs.sync_products import SyncProductsInput, SyncReport
+from scheduling.cron import parse_cron
 from scheduling.plan import Timing
 from scheduling.spec import describe_spec
 from scheduling.types import parse_duration, parse_timezone
 from workflows.models import PauseRequest, ScheduleSummary, ScheduleView
 from workflows.sync_products import SyncProductsWorkflow
 
+T = TypeVar("T")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -344,31 +348,46 @@ async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
-    """Next fire times from the same maths as the loop; needs no server."""
-    try:
-        tz = parse_timezone(args.tz)
-        anchor = _aware(args.start_at, tz) if args.start_at else datetime.now(UTC)
-        after = _aware(args.after, tz) if args.after else None
-        timing = Timing.build(cron=args.cron, every=args.every, timezone=args.tz, anchor=anchor)
-    except ValueError as exc:
-        raise ConfigError(f"{_flag_of(exc, args)}: {exc}") from None
+    """Next fire times from the same code as the loop; needs no server.
+
+    Without --start-at the schedule starts at --after (or now), so nothing is moved: the times
+    printed are the first ones strictly after --after.
+    """
+    tz = _flag("--tz", parse_timezone, args.tz)
+    after = _flag("--after", _aware, args.after, tz) if args.after else None
+    anchor = _flag("--start-at", _aware, args.start_at, tz) if args.start_at else after
+    if args.cron is not None:
+        _flag("--cron", parse_cron, args.cron)
+    else:
+        _flag("--every", parse_duration, args.every)
+    timing = Timing.build(
+        cron=args.cron, every=args.every, timezone=args.tz, anchor=anchor or datetime.now(UTC)
+    )
     times = [f"{t:%Y-%m-%dT%H:%M:%SZ}" for t in timing.upcoming(after, args.count)]
+    if not times:  # as `start` refuses it: a schedule that would never fire
+        raise ConfigError(f"--cron: {args.cron!r} can never fire; fix it or add --every")
     print(json.dumps(times) if args.json else "\n".join(times))
     return 0
 
 
-def _aware(text: str, tz: Any) -> datetime:
-    value = datetime.fromisoformat(text)
+def _flag(flag: str, parse: Callable[..., T], *values: Any) -> T:
+    """A flag's value parsed, or one line naming the flag."""
+    try:
+        return parse(*values)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+
+
+def _aware(text: str, tz: ZoneInfo) -> datetime:
+    """An ISO 8601 time; without an offset it is wall-clock time in the zone."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an ISO 8601 time; use e.g. 2027-01-01T09:00:00Z "
+            "(without an offset it is in --tz)"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=tz)
-
-
-def _flag_of(exc: ValueError, args: argparse.Namespace) -> str:
-    text = str(exc)
-    if "time zone" in text:
-        return "--tz"
-    if "isoformat" in text:
-        return "--start-at/--after"
-    return "--cron" if args.cron else "--every"
 
 
 _CONNECTION_FIXES = {

@@ -1,8 +1,8 @@
 """The expansion activity: decides what one fire of a schedule runs.
 
-It calls the schedule's expansion function (jobs/expansions.py) or the job's default, checks what came
-back, gives every input its key, and validates it against the job's args model, so a bad input
-fails here, naming the function, instead of as a child that cannot decode its input. A large
+It calls the schedule's expansion function (jobs/expansions.py) or the job's default, checks what
+came back, gives every input its key, and validates it against the job's args model, so a bad
+input fails here, naming the function, instead of as a child that cannot decode its input. A large
 expansion is stored in pages in the application database and only its size travels back.
 """
 

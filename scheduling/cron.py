@@ -52,50 +52,49 @@ class _Field:
     high: int
     names: tuple[str, ...] = ()  # names[i] is the value low + i
 
-    def value(self, text: str, item: str) -> int:
+    def value(self, text: str) -> int:
         if text.isdigit():
             number = int(text)
             if not self.low <= number <= self.high:
-                raise self.error(item, f"{number} is out of range; use {self.low}-{self.high}")
+                raise self.error(f"{number} is out of range {self.low}-{self.high}")
             return number
         if text.lower() in self.names:
             return self.low + self.names.index(text.lower())
-        raise self.error(item, self._not_a_value(text))
-
-    def _not_a_value(self, text: str) -> str:
-        if text in ("R", "H", "?", "L", "W") or re.search(r"[?LW#]", text):
-            return (
-                f"{text!r} is not Debian cron syntax (no R, H, ?, L, W or #); "
-                f"use numbers {self.low}-{self.high}"
-                + (f" or names like {self.names[0]}" if self.names else "")
+        numbers = f"numbers {self.low}-{self.high}"
+        if re.search(r"[RH?LW#]", text):
+            raise self.error(
+                f"{text!r} is not Debian cron syntax (it has no R, H, ?, L, W or #); use {numbers}"
             )
         words = f" or three-letter names ({self.names[0]}-{self.names[-1]})" if self.names else ""
-        return f"{text!r} is not a value; use numbers {self.low}-{self.high}{words}"
+        raise self.error(f"{text!r} is not a value; use {numbers}{words}")
 
-    def error(self, item: str, why: str) -> ValueError:
-        return ValueError(f"{self.name}: {item!r}: {why}")
+    def error(self, why: str) -> ValueError:
+        return ValueError(f"{self.name}: {why}")
 
     def check(self, text: str) -> None:
         """Raise ValueError naming this field unless `text` is a valid Debian cron field."""
         for item in text.split(","):
             if not item:
-                raise self.error(text, "empty list item; separate values with single commas")
+                raise self.error(f"{text!r} has an empty list item")
             body, slash, step = item.partition("/")
             if slash:
                 if not step.isdigit():
-                    raise self.error(item, f"step {step!r} is not a whole number")
+                    raise self.error(f"{item!r}: the step {step!r} is not a whole number")
                 if int(step) == 0:
-                    raise self.error(item, "a step of 0 never advances; use /1 or more")
+                    raise self.error(f"{item!r}: a step of 0 never advances; use /1 or more")
                 if body != "*" and "-" not in body:
-                    raise self.error(
-                        item, f"a step needs * or a range before it ({body}-{self.high}/{step})"
-                    )
+                    like = f"{body}-{self.high}/{step}"
+                    raise self.error(f"{item!r}: a step needs * or a range before it, like {like}")
             if body == "*":
                 continue
             low, dash, high = body.partition("-")
-            first = self.value(low, item)
-            if dash and first > self.value(high, item):
-                raise self.error(item, "reversed range; write the low value first")
+            first = self.value(low)
+            if dash and first > (last := self.value(high)):
+                sunday = " (sun is 0: end a range on Sunday with 7)" if self.high == 7 else ""
+                raise self.error(
+                    f"{item!r} is a reversed range ({first}-{last}); write the low value first"
+                    + sunday
+                )
 
 
 FIELDS = (
@@ -128,12 +127,15 @@ def parse_cron(text: str) -> Cron:
     """Check a cron text against Debian's grammar; ValueError names the field and the fix."""
     stripped = " ".join(text.split())
     if stripped.startswith("@"):
-        if stripped.lower() not in MACROS:
+        if stripped in MACROS:
+            return Cron(text=text, fields=MACROS[stripped], has_seconds=False)
+        if stripped.lower() in MACROS:
             raise ValueError(
-                f"{stripped!r} is not a macro Debian cron runs on a clock; use one of "
-                + " ".join(MACROS)
+                f"{stripped!r}: macros are lowercase, as in Debian: {stripped.lower()}"
             )
-        return Cron(text=text, fields=MACROS[stripped.lower()], has_seconds=False)
+        raise ValueError(
+            f"{stripped!r} is not a macro that runs on a clock; use one of " + " ".join(MACROS)
+        )
     parts = stripped.split(" ") if stripped else []
     if len(parts) not in (5, 6):
         raise ValueError(

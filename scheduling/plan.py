@@ -18,8 +18,8 @@ from scheduling.cron import Cron, next_cron_fire, parse_cron
 from scheduling.spec import ScheduleSpec
 from scheduling.types import parse_duration, parse_timezone
 
-# Beyond this many missed fires in one wake the loop stops counting one by one (a 1 s schedule
-# down for a day would otherwise walk 86,400 slots in one workflow task).
+# One wake counts at most this many missed fires (a 1 s schedule down for a day would otherwise
+# walk 86,400 slots in one workflow task); the loop wakes again at once and counts on.
 MISSED_COUNT_CAP = 10_000
 _EPSILON = timedelta(microseconds=1)
 _JITTER_SHARE = 0.999  # a jittered fire stays strictly before the following one
@@ -47,6 +47,7 @@ class CatchUp:
     missed: int  # fires not run, counted as missed
     last_missed: datetime | None  # the latest of them, for the fire record
     cursor: datetime | None  # where the cursor moves when nothing runs (else the run moves it)
+    capped: bool = False  # more were missed than one wake counts: the next wake goes on
 
 
 @dataclass(frozen=True)
@@ -151,17 +152,29 @@ class Timing:
         fire = max(cursor, last_finished or cursor) + self.every
         return NextFire(None if self.end_at is not None and fire > self.end_at else fire)
 
-    def catch_up(self, due: datetime, now: datetime, cap: int = MISSED_COUNT_CAP) -> CatchUp:
+    def catch_up(
+        self, due: datetime, now: datetime, cap: int = MISSED_COUNT_CAP, run_at_cap: bool = False
+    ) -> CatchUp:
         """Woken late (worker or server down): only the latest missed fire runs, and only
-        within the catch-up window; the others are counted as missed, never run in a burst."""
+        within the catch-up window; the others are counted as missed, never run in a burst.
+
+        Past `cap` missed fires nothing runs: the cursor moves to the last one counted and the
+        next wake counts on, so only the wake that reaches `now` may run a fire. (`run_at_cap`:
+        what loops did before, running the fire at the cap if it was within the window.)
+        """
         missed, last_missed = 0, None
         following = self.next_fire(due)
-        while following is not None and following <= now and missed < cap:
+        while following is not None and following <= now:
+            if missed == cap:
+                if not run_at_cap:
+                    return CatchUp(None, missed, last_missed, cursor=last_missed, capped=True)
+                break
             missed, last_missed = missed + 1, due
             due, following = following, self.next_fire(following)
+        capped = missed == cap
         if now - due > self.catchup_window:
-            return CatchUp(run=None, missed=missed + 1, last_missed=due, cursor=due)
-        return CatchUp(run=due, missed=missed, last_missed=last_missed, cursor=None)
+            return CatchUp(None, missed + 1, last_missed=due, cursor=due, capped=capped)
+        return CatchUp(due, missed, last_missed, cursor=None, capped=capped)
 
     def jitter_room(self, fire: datetime) -> timedelta:
         """How far a fire may be delayed: the jitter, but never up to the following fire."""

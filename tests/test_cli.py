@@ -295,9 +295,27 @@ async def test_control_commands_on_a_running_schedule(
             ["--every", "90m", "--start-at", "2027-01-01T00:00:00Z"],
             ["2027-01-01T00:00:00Z", "2027-01-01T01:30:00Z", "2027-01-01T03:00:00Z"],
         ),
+        # --after without --start-at: strictly after it, even long past (not moved to now)
         (
-            ["--cron", "0 9 * * *", "--after", "2027-01-01T09:00:00Z"],
-            ["2027-01-02T09:00:00Z", "2027-01-03T09:00:00Z", "2027-01-04T09:00:00Z"],
+            ["--cron", "0 9 * * *", "--after", "2020-01-01T09:00:00Z"],
+            ["2020-01-02T09:00:00Z", "2020-01-03T09:00:00Z", "2020-01-04T09:00:00Z"],
+        ),
+        (
+            ["--every", "1h", "--after", "2020-01-01T09:00:00Z"],
+            ["2020-01-01T10:00:00Z", "2020-01-01T11:00:00Z", "2020-01-01T12:00:00Z"],
+        ),
+        # Debian's day rule and literal ranges (croniter got both wrong)
+        (
+            ["--cron", "0 3-3 * * *", "--start-at", "2026-01-01T00:00:00Z"],
+            ["2026-01-01T03:00:00Z", "2026-01-02T03:00:00Z", "2026-01-03T03:00:00Z"],
+        ),
+        (
+            ["--cron", "* 4 */7 10-11 1", "--start-at", "2026-01-01T00:00:00Z"],
+            ["2027-11-01T04:00:00Z", "2027-11-01T04:01:00Z", "2027-11-01T04:02:00Z"],
+        ),
+        (
+            ["--cron", "0 12 1,*/9 * 0-6", "--start-at", "2026-01-01T00:00:00Z"],
+            ["2026-01-01T12:00:00Z", "2026-01-02T12:00:00Z", "2026-01-03T12:00:00Z"],
         ),
     ],
 )
@@ -313,6 +331,10 @@ async def test_preview_prints_the_loops_fire_times(args: list[str], expected: li
         (["--every", "0s"], "--every"),
         (["--cron", "@daily", "--tz", "Mars/Base"], "--tz"),
         (["--every", "5m", "--start-at", "soon"], "--start-at"),
+        (["--cron", "0 9 * * *", "--after", "tomorrow"], "--after"),
+        (["--cron", "R * * * *"], "--cron: minute: 'R' is not Debian cron syntax"),
+        (["--cron", "0 0 * * fri-mon"], "--cron: day-of-week: 'fri-mon' is a reversed range"),
+        (["--cron", "0 0 30 2 *"], "--cron: '0 0 30 2 *' can never fire"),  # as `start` says
     ],
 )
 async def test_preview_rejects_bad_input(args: list[str], flag: str) -> None:

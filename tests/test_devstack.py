@@ -44,15 +44,24 @@ def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[int]]]:
 
 
 class Stack:
-    """`python -m devtools.devstack` as a process, its output going to a file: a pipe nobody reads while the
-    test waits would fill up and stall the worker, which writes to the same stdout."""
+    """`python -m devtools.devstack` as a process, its output going to a file: a pipe nobody
+    reads while the test waits would fill up and stall the worker, which writes to the same
+    stdout."""
 
     def __init__(self, env: dict[str, str], ports: list[int]) -> None:
         port, ui_port, mirror_port = ports
         self.log = Path(env["DATA_DIR"]).parent / f"devstack-{time.monotonic_ns()}.log"
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "devtools.devstack", "--port", str(port), "--ui-port", str(ui_port)]
+                [
+                    sys.executable,
+                    "-m",
+                    "devtools.devstack",
+                    "--port",
+                    str(port),
+                    "--ui-port",
+                    str(ui_port),
+                ]
                 + ["--mirror-port", str(mirror_port)],
                 cwd=ROOT,
                 env=env,

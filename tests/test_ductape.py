@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from client import ductape
 import jwt
 import pytest
 from temporalio.api.enums.v1 import EventType, RetryState
@@ -21,6 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from client import ductape
 from client.loops import control
 from client.settings import Settings
 from jobs.registry import cache_id

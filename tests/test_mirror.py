@@ -305,7 +305,17 @@ def test_reset_keeps_constructor_keys(keyed: Mirror, kclient: httpx.Client) -> N
 
 def test_cli_api_key() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "devtools.mirror", "--port", "0", "--api-key", "k1", "--api-key", "k2"],
+        [
+            sys.executable,
+            "-m",
+            "devtools.mirror",
+            "--port",
+            "0",
+            "--api-key",
+            "k1",
+            "--api-key",
+            "k2",
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

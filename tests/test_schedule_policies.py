@@ -1,4 +1,6 @@
-"""Overlap policies, catch-up, jitter and after_completion on the time-skipping server.
+"""Overlap policies, after_completion and a real outage's catch-up, through the real loop.
+
+Jitter and the catch-up window are decisions of the pure core (tests/test_scheduling.py).
 
 Jobs are `echo` with `sleep_s`, so a fire's child is still running when the next fire comes.
 The loop is observed with env.sleep + describe rather than awaiting its end.
@@ -10,7 +12,6 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from client.settings import Settings
@@ -42,7 +43,11 @@ async def observe(
 
 
 async def started(env: WorkflowEnvironment, name: str, fire: datetime) -> tuple[datetime, str]:
-    desc = await env.client.get_workflow_handle(f"{name}/{fire_id(fire)}").describe()
+    return await started_id(env, f"{name}/{fire_id(fire)}")
+
+
+async def started_id(env: WorkflowEnvironment, child_id: str) -> tuple[datetime, str]:
+    desc = await env.client.get_workflow_handle(child_id).describe()
     return desc.start_time, desc.status.name if desc.status else "?"
 
 
@@ -129,19 +134,52 @@ async def test_after_completion_waits_every_after_the_job_finished(
         assert abs(start - fire) < timedelta(seconds=5)
 
 
-@pytest.mark.parametrize("jitter", ["10m", "2h"])
-async def test_jitter_delays_within_bounds_and_never_past_the_next_fire(
-    ts_env: WorkflowEnvironment, settings: Settings, jitter: str
+async def test_jitter_delays_each_fire_within_the_room_the_core_gives(
+    ts_env: WorkflowEnvironment, settings: Settings
 ) -> None:
-    begin, name, view = await observe(ts_env, settings, 5 * HOUR, every="1h", jitter=jitter)
-    bound = min(timedelta(minutes=10) if jitter == "10m" else HOUR, HOUR)
-    assert view.state.fires >= 4
-    delays = []
-    for k in range(4):
-        start, _ = await started(ts_env, name, begin + k * HOUR)
-        delays.append(start - (begin + k * HOUR))
-    assert all(timedelta(0) <= d < bound for d in delays), delays
-    assert len(set(delays)) > 1  # really random, not a fixed offset
+    """The loop delays fires by the core's jitter, drawn with `workflow.random()`."""
+    begin, name, view = await observe(ts_env, settings, 4 * HOUR, every="1h", jitter="2h")
+    assert view.state.fires >= 3
+    delays = [
+        (await started(ts_env, name, begin + k * HOUR))[0] - (begin + k * HOUR) for k in range(3)
+    ]
+    assert all(timedelta(0) <= d < HOUR for d in delays), delays  # never up to the next fire
+    assert len(set(delays)) > 1  # random, not a fixed offset
+
+
+async def test_a_buffered_trigger_stays_a_trigger(
+    ts_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """A manual trigger that buffer_one holds back runs later as what it is: `-manual` id, not
+    counted toward the limit, the cursor left where the schedule is."""
+    begin = (await ts_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
+    s = spec(start_at=begin, every="1h", overlap="buffer_one", limit=5, args={"sleep_s": 4800})
+    async with build_worker(ts_env.client, settings):
+        handle = await start_loop(ts_env, settings, s)
+
+        async def loop_state() -> Any:
+            return (await handle.query(ScheduleWorkflow.describe)).state
+
+        async def first_fire_running() -> bool:
+            return (await loop_state()).fires == 1
+
+        async def trigger_buffered() -> bool:
+            return (await loop_state()).buffered is not None
+
+        await wait_for(first_fire_running)
+        await handle.execute_update(ScheduleWorkflow.trigger)
+        await wait_for(trigger_buffered)
+        # 0h runs until 1h20; the 1h fire finds the buffer taken; the trigger runs at 1h20
+        await ts_env.sleep(timedelta(minutes=90))
+        view = await handle.query(ScheduleWorkflow.describe)
+        await handle.terminate("observed")
+    state = view.state
+    assert (state.fires, state.triggered, view.remaining) == (1, 1, 4)
+    assert state.cursor == begin + HOUR and state.skipped == {"overlap": 1}
+    ran = [r for r in state.recent if r.outcome == "started"]
+    assert len(ran) == 2 and ran[1].children[0].endswith("-manual")
+    start, _ = await started_id(ts_env, ran[1].children[0])
+    assert abs(start - (begin + timedelta(minutes=80))) < timedelta(seconds=5)
 
 
 async def _worker_away(
@@ -195,21 +233,6 @@ async def test_catch_up_runs_only_the_latest_missed_fire(
     assert ran[-1].scheduled == slot  # the latest missed slot ran, late, once
     assert timedelta(seconds=1.4) < ran[-1].actual - slot < timedelta(seconds=3)
     assert len(ran) == 2  # the first fire, then only that one: no burst
-
-
-async def test_catch_up_window_drops_fires_older_than_it(
-    dev_env: WorkflowEnvironment, settings: Settings
-) -> None:
-    slot, view = await _worker_away(dev_env, settings, catchup_window="1s")
-    state = view.state
-    assert state.missed >= 3 and state.skipped == {"missed": state.missed}
-    assert not [
-        r
-        for r in state.recent
-        if r.outcome == "started"
-        and r.scheduled >= slot - timedelta(seconds=3)
-        and r.scheduled <= slot
-    ]
 
 
 async def test_overlap_is_judged_across_continue_as_new(

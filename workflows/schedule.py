@@ -264,6 +264,8 @@ class ScheduleWorkflow:
         assert self._timing is not None and self._inp is not None
         spec, state = self._inp.spec, self._state
         caught = self._timing.catch_up(due, workflow.now())
+        if caught.capped and not workflow.patched("catch-up-cap-runs-nothing"):
+            caught = self._timing.catch_up(due, workflow.now(), run_at_cap=True)
         if caught.cursor is not None:
             state.cursor = caught.cursor
         if caught.missed and caught.last_missed is not None:

@@ -1,4 +1,5 @@
-"""`python -m devtools.mirror [--port 8787] [--error-rate 0.2] [--api-key K] ...`: serve the local DummyJSON.
+"""`python -m devtools.mirror [--port 8787] [--error-rate 0.2] [--api-key K] ...`: serve the
+local DummyJSON.
 
 With --api-key (repeatable), /products* answers 401 unless sent `Authorization: Bearer <KEY>`."""
 

@@ -40,7 +40,11 @@ class Faults(BaseModel):
 
 def load_products() -> list[dict[str, Any]]:
     """The bundled DummyJSON products (194, MIT; LICENSE beside the data)."""
-    text = resources.files(__package__ or "devtools.mirror").joinpath("data/products.json").read_text(encoding="utf-8")
+    text = (
+        resources.files(__package__ or "devtools.mirror")
+        .joinpath("data/products.json")
+        .read_text(encoding="utf-8")
+    )
     data = json.loads(text)
     return data["products"] if isinstance(data, dict) else data
 
