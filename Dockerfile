@@ -1,6 +1,6 @@
 # Image for our worker (default command) and CLI: `python starter.py start|list|run ...`.
 #   docker build -t scheduled-jobs-temporal .
-# Runtime dependencies only ([project].dependencies in pyproject.toml); the dev extras are not installed.
+# Runtime dependencies only, as locked in uv.lock; the dev extras are not installed.
 ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim
 
@@ -20,12 +20,13 @@ RUN groupadd --system --gid 10001 app \
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml alone, so that this layer is rebuilt only when
-# pyproject.toml changes, not on every code change.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+# Dependencies first, exactly as locked in uv.lock (with their hashes), so that this layer is
+# rebuilt only when the lock changes, not on every code change.
+COPY pyproject.toml uv.lock ./
+RUN pip install 'uv>=0.5' \
+    && uv export --frozen --no-emit-project --format requirements-txt > /tmp/requirements.txt \
+    && pip install --require-hashes -r /tmp/requirements.txt \
+    && pip uninstall -y uv \
     && rm /tmp/requirements.txt
 
 # Then the code (see .dockerignore) and the project itself; its dependencies are already in place.
@@ -39,5 +40,5 @@ ENV DATA_DIR=/data \
 
 USER app
 
-# Exec form: python is PID 1 and gets SIGTERM, which worker.py handles by stopping cleanly.
-CMD ["python", "worker.py"]
+# Exec form: the worker is PID 1 and gets SIGTERM, which it handles by stopping cleanly.
+CMD ["schedjobs-worker"]

@@ -12,10 +12,13 @@ help:
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  print sync and schedule figures (bench/)"
 
-$(STAMP): pyproject.toml
+# The venv holds exactly the versions in uv.lock (uv from PyPI, then `uv sync --locked`, which
+# also fails if uv.lock no longer matches pyproject.toml: run `.venv/bin/uv lock` after editing it).
+$(STAMP): pyproject.toml uv.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: Python 3.11+ is needed (found %s); set PYTHON=python3.11" % sys.version.split()[0])'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync --locked --extra dev --inexact --quiet
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -198,6 +198,30 @@ async def record_retries(client: Client, settings: Settings, mirror: Mirror) -> 
     await save_attempts(client, "sync_products_rerun", "rec-sync-rerun")
 
 
+async def record_buffered_trigger(client: Client, settings: Settings) -> None:
+    """buffer_one holds a manual trigger back; it runs as a trigger when the job ends. Jittered."""
+    spec = ScheduleSpec(
+        name="rec-buffered",
+        job="echo",
+        every="3s",
+        jitter="500ms",
+        limit=2,
+        overlap="buffer_one",
+        args={"sleep_s": 2},
+    )
+    handle = await client.start_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=spec),
+        id="schedule/rec-buffered",
+        task_queue=settings.temporal_task_queue,
+    )
+    await wait_fires(handle, 1)
+    await handle.execute_update(ScheduleWorkflow.trigger)
+    summary = await handle.result()
+    assert summary.triggered == 1, summary
+    await save(client, "schedule_buffered_trigger", "schedule/rec-buffered")
+
+
 async def main() -> None:
     OUT.mkdir(exist_ok=True)
     env = await WorkflowEnvironment.start_local(
@@ -216,6 +240,7 @@ async def main() -> None:
         )
         async with build_worker(env.client, settings):
             await record(env.client, settings, mirror)
+            await record_buffered_trigger(env.client, settings)
     mirror.stop()
     await env.shutdown()
 
