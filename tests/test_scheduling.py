@@ -14,6 +14,7 @@ import pytest
 
 from scheduling.cron import MACROS, parse_cron
 from scheduling.plan import Timing, fire_id, remaining, time_left
+from scheduling.state import RECENT, ScheduleState
 from scheduling.types import parse_duration
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
@@ -465,3 +466,36 @@ def test_time_left() -> None:
 
 def test_fire_id_is_utc_and_sortable() -> None:
     assert fire_id(datetime(2026, 11, 23, 11, 0, tzinfo=UTC) - HOUR) == "20261123T100000Z"
+
+
+class TestState:
+    def test_skips_count_by_reason_and_record_once(self) -> None:
+        state = ScheduleState()
+        state.skip(T0, "missed", T0 + HOUR, count=3)
+        state.skip(T0 + HOUR, "overlap", T0 + HOUR)
+        assert state.skipped == {"missed": 3, "overlap": 1}
+        assert [(r.outcome, r.error) for r in state.recent] == [
+            ("skipped: missed", "3 fires"),
+            ("skipped: overlap", None),
+        ]
+
+    def test_only_the_last_fires_are_kept(self) -> None:
+        state = ScheduleState()
+        for k in range(RECENT + 5):
+            state.record(T0 + k * HOUR, "started", T0 + k * HOUR)
+        assert len(state.recent) == RECENT and state.recent[0].scheduled == T0 + 5 * HOUR
+
+    def test_a_trigger_does_not_count_toward_the_limit(self) -> None:
+        state = ScheduleState()
+        state.count_started(manual=True)
+        state.count_started(manual=False)
+        assert (state.fires, state.triggered) == (1, 1)
+
+    def test_job_ends(self) -> None:
+        state = ScheduleState(running={"a": T0, "b": T0})
+        assert state.job_ended("a", "boom", T0 + HOUR)
+        assert not state.job_ended("a", None, T0 + HOUR)  # reported twice: counted once
+        assert state.job_failures == 1 and state.job_errors == {"a": "boom"}
+        assert state.last_finished is None  # b still runs
+        assert state.job_ended("b", None, T0 + 2 * HOUR)
+        assert state.last_finished == T0 + 2 * HOUR and state.job_failures == 1

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from scheduling.spec import ScheduleSpec, SessionRef
+from scheduling.state import ScheduleState
 
 
 class JobOptions(BaseModel):
@@ -19,51 +20,6 @@ class JobOptions(BaseModel):
     cache: str | None = None
     cache_ttl_s: float = 3600.0
     session: SessionRef | None = None
-
-
-SkipReason = Literal["overlap", "paused", "missed", "empty expansion"]
-
-
-FireOutcome = Literal[
-    "started",
-    "buffered",
-    "failed",
-    "skipped: overlap",
-    "skipped: paused",
-    "skipped: missed",
-    "skipped: empty expansion",
-]
-
-
-class FireRecord(BaseModel):
-    scheduled: datetime
-    actual: datetime
-    outcome: FireOutcome
-    children: list[str] = []
-    error: str | None = None
-    jobs: int | None = None  # how many jobs the fire started, when a fan-out workflow runs them
-
-
-class ScheduleState(BaseModel):
-    """What a loop carries across continue-as-new: the durable counts and cursor."""
-
-    created_at: datetime | None = None
-    cursor: datetime | None = None  # scheduled time of the last fire handled
-    fires: int = 0  # scheduled fires that ran (count toward limit)
-    triggered: int = 0  # manual triggers that ran (never count toward limit)
-    failed: int = 0
-    missed: int = 0
-    skipped: dict[str, int] = {}  # by reason: overlap, paused, missed, empty expansion
-    paused: bool = False
-    note: str | None = None
-    pending_triggers: int = 0
-    running: dict[str, datetime] = {}  # child id -> its fire time, until the child reports back
-    buffered: datetime | None = None  # buffer_one: the fire waiting for the running ones
-    buffered_manual: bool = False  # ... and whether it is a manual trigger
-    last_finished: datetime | None = None  # when the last child finished (after_completion)
-    job_failures: int = 0
-    recent: list[FireRecord] = []
-    job_errors: dict[str, str] = {}  # child id -> why it failed, the last few
 
 
 class ScheduleInput(BaseModel):

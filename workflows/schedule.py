@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
@@ -27,22 +27,18 @@ with workflow.unsafe.imports_passed_through():
     from scheduling import plan
     from scheduling.plan import Timing, fire_id
     from scheduling.spec import ScheduleSpec, describe_spec
+    from scheduling.state import RECENT, ScheduleState
     from workflows.children import job_options, schedule_attributes, start_jobs
     from workflows.fanout import FanOutWorkflow
     from workflows.models import (
         FanOutInput,
-        FireOutcome,
-        FireRecord,
         JobFinished,
         PauseRequest,
         ScheduleInput,
-        ScheduleState,
         ScheduleSummary,
         ScheduleView,
-        SkipReason,
     )
 
-RECENT = 10
 # The loop's own activities are short; a worker that dies in one is noticed after this long.
 LOOP_ACTIVITY_TIMEOUT = timedelta(seconds=10)
 EXPANSION_RETRY = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=1))
@@ -164,17 +160,9 @@ class ScheduleWorkflow:
     @workflow.signal
     def job_finished(self, done: JobFinished) -> None:
         """A child reports its end (see workflows/notify.py)."""
-        state = self._state
-        if state.running.pop(done.child_id, None) is None:
-            return
-        if done.outcome != "completed":
-            state.job_failures += 1
-            state.job_errors[done.child_id] = done.error or done.outcome
-            for old in list(state.job_errors)[:-RECENT]:
-                del state.job_errors[old]
-        if not state.running:
-            state.last_finished = workflow.now()
-        self._wake = True
+        error = None if done.outcome == "completed" else done.error or done.outcome
+        if self._state.job_ended(done.child_id, error, workflow.now()):
+            self._wake = True
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -215,7 +203,7 @@ class ScheduleWorkflow:
                 continue
             if state.paused:
                 state.cursor = due
-                self._skip(due, "paused")
+                self._state.skip(due, "paused", workflow.now())
                 continue
             await self._fire(due)
             self._run_fires += 1
@@ -271,17 +259,8 @@ class ScheduleWorkflow:
         if caught.missed and caught.last_missed is not None:
             state.missed += caught.missed
             workflow.logger.warning("%s: %d missed fire(s) not run", spec.name, caught.missed)
-            self._skip(caught.last_missed, "missed", count=caught.missed)
+            self._state.skip(caught.last_missed, "missed", workflow.now(), count=caught.missed)
         return caught.run
-
-    def _skip(
-        self, fire: datetime, reason: SkipReason, count: int = 1, error: str | None = None
-    ) -> None:
-        state = self._state
-        state.skipped[reason] = state.skipped.get(reason, 0) + count
-        if count > 1:
-            error = f"{count} fires"
-        self._record(fire, cast(FireOutcome, f"skipped: {reason}"), error=error)
 
     async def _fire(
         self, fire: datetime, *, manual: bool = False, overlap_checked: bool = False
@@ -320,10 +299,10 @@ class ScheduleWorkflow:
             )
         except ActivityError as exc:
             state.failed += 1
-            self._record(fire, "failed", error=str(exc.cause or exc))
+            self._state.record(fire, "failed", workflow.now(), error=str(exc.cause or exc))
             return
         if not expansion.count:
-            self._skip(fire, "empty expansion", error=expansion.note)
+            self._state.skip(fire, "empty expansion", workflow.now(), error=expansion.note)
             return
         if expansion.ref is not None:
             ids = [base]
@@ -342,14 +321,8 @@ class ScheduleWorkflow:
             for child_id, handle in started.handles.items():
                 state.running[child_id] = fire
                 _read_outcome(handle)
-        self._count(manual)
-        self._record(fire, "started", children=ids, jobs=expansion.count)
-
-    def _count(self, manual: bool) -> None:
-        if manual:
-            self._state.triggered += 1
-        else:
-            self._state.fires += 1
+        state.count_started(manual)
+        self._state.record(fire, "started", workflow.now(), children=ids, jobs=expansion.count)
 
     async def _start_fan_out(self, base: str, fire: datetime, expansion: Expansion) -> None:
         assert self._inp is not None and expansion.ref is not None
@@ -390,10 +363,10 @@ class ScheduleWorkflow:
             )
         except ActivityError as exc:
             state.failed += 1
-            self._record(fire, "failed", error=str(exc.cause or exc))
+            self._state.record(fire, "failed", workflow.now(), error=str(exc.cause or exc))
             return
         if not inputs:
-            self._skip(fire, "empty expansion")
+            self._state.skip(fire, "empty expansion", workflow.now())
             return
         ids = [base] if len(inputs) == 1 else [f"{base}/{i}" for i in range(len(inputs))]
         for child_id in ids:
@@ -401,8 +374,8 @@ class ScheduleWorkflow:
         await asyncio.gather(
             *(self._start_child(i, args, fire) for i, args in zip(ids, inputs, strict=True))
         )
-        self._count(manual)
-        self._record(fire, "started", children=ids)
+        state.count_started(manual)
+        self._state.record(fire, "started", workflow.now(), children=ids)
 
     async def _overlap_allows(self, fire: datetime, manual: bool) -> bool:
         """Whether this fire may start now, given the previous fire's jobs still running."""
@@ -430,9 +403,9 @@ class ScheduleWorkflow:
             state.buffered = fire
             # A buffered trigger stays a trigger: `-manual` id, no limit count, cursor kept.
             state.buffered_manual = manual and workflow.patched("buffered-trigger-stays-manual")
-            self._record(fire, "buffered")
+            self._state.record(fire, "buffered", workflow.now())
             return False
-        self._skip(fire, "overlap")
+        self._state.skip(fire, "overlap", workflow.now())
         return False
 
     async def _start_child(self, child_id: str, args: dict[str, Any], fire: datetime) -> None:
@@ -451,28 +424,6 @@ class ScheduleWorkflow:
             self._state.running.pop(child_id, None)
             return
         _read_outcome(handle)
-
-    def _record(
-        self,
-        fire: datetime,
-        outcome: FireOutcome,
-        *,
-        children: list[str] | None = None,
-        error: str | None = None,
-        jobs: int | None = None,
-    ) -> None:
-        recent = self._state.recent
-        recent.append(
-            FireRecord(
-                scheduled=fire,
-                actual=workflow.now(),
-                outcome=outcome,
-                children=children or [],
-                error=error,
-                jobs=jobs,
-            )
-        )
-        del recent[:-RECENT]
 
     def _finish(self, reason: str) -> ScheduleSummary:
         assert self._inp is not None
