@@ -1,5 +1,5 @@
 """Fan-out on the dev server: one job per connection with its own key and catalog part, the key
-never in any history, and a 1,001-input fire (three pages) that stays far inside Temporal's limits."""
+never in any history, and a 1,001-input fire (three pages) far inside Temporal's limits."""
 
 from __future__ import annotations
 
