@@ -51,7 +51,9 @@ class TestGrammar:
             ("0 0 * * 1-7/2", ["01-02 00:00", "01-04 00:00", "01-05 00:00"]),  # Mon Wed Fri Sun
             ("0 0 1 feb-mar *", ["02-01 00:00", "03-01 00:00"]),
             ("1-5/2 0 * * *", ["01-01 00:01", "01-01 00:03", "01-01 00:05", "01-02 00:01"]),
-            ("*/100 0 * * *", ["01-01 00:00", "01-02 00:00"]),  # a step past the range: its start
+            ("*/60 0 * * *", ["01-01 00:00", "01-02 00:00"]),  # a step as long as the field
+            ("5-5/10 0 * * *", ["01-01 00:05", "01-02 00:05"]),  # a one-value range stays one
+            ("0 0 * * mon-mon/2", ["01-05 00:00", "01-12 00:00"]),
             ("0,30 1,2 * * *", ["01-01 01:00", "01-01 01:30", "01-01 02:00", "01-01 02:30"]),
         ],
     )
@@ -108,7 +110,11 @@ class TestRefusals:
             ("0 0 * * 3-sun", "day-of-week: '3-sun' is a reversed range (3-0)"),
             ("0 0 * * mon-sun", "end a range on Sunday with 7"),
             ("5/10 * * * *", "minute: '5/10': a step needs * or a range before it"),
-            ("*/0 * * * *", "minute: '*/0': a step of 0 never advances"),
+            ("*/0 * * * *", "minute: '*/0': use a step from 1 to 60"),
+            ("*/61 * * * *", "minute: '*/61': use a step from 1 to 60"),
+            ("*/4294967297 * * * *", "minute: '*/4294967297': use a step from 1 to 60"),
+            ("4294967301 * * * *", "minute: 4294967301 is out of range 0-59"),
+            ("\uff15 * * * *", "minute: '\uff15' is not a value"),  # a full-width 5
             ("*/x * * * *", "minute: '*/x': the step 'x' is not a whole number"),
             ("60 * * * *", "minute: 60 is out of range 0-59"),
             ("0 24 * * *", "hour: 24 is out of range 0-23"),
@@ -322,6 +328,39 @@ class TestDaylightSaving:
                 "Asia/Tokyo",
                 "2026-03-07T00:00",
                 ["03-07 09:00+0900", "03-08 09:00+0900"],
+            ),
+            # Lord Howe, wildcard jobs after its 30-minute change: every real minute that matches
+            (
+                "*/15 0 * * *",
+                "Australia/Lord_Howe",
+                "2026-10-04T12:00",
+                ["10-05 00:00+1100", "10-05 00:15+1100", "10-05 00:30+1100", "10-05 00:45+1100"],
+            ),
+            (
+                "30 */1 * * *",
+                "Australia/Lord_Howe",
+                "2026-04-04T14:00",
+                ["04-05 01:30+1100", "04-05 01:30+1030", "04-05 02:30+1030"],
+            ),
+            # Santiago skips midnight (00:00 -> 01:00): a wildcard job there does not fire; one
+            # at 01:xx does; a fixed-time midnight job runs at 01:00
+            (
+                "*/30 0 * * 0",
+                "America/Santiago",
+                "2026-09-05T12:00",
+                ["09-13 00:00-0300", "09-13 00:30-0300"],
+            ),
+            (
+                "*/30 1 * * 0",
+                "America/Santiago",
+                "2026-09-05T12:00",
+                ["09-06 01:00-0300", "09-06 01:30-0300"],
+            ),
+            (
+                "0 0 * * *",
+                "America/Santiago",
+                "2026-09-05T12:00",
+                ["09-06 01:00-0300", "09-07 00:00-0300"],
             ),
             # six fields: leading seconds
             ("15 0 12 * * *", "UTC", "2026-05-01T00:00", ["05-01 12:00+0000", "05-02 12:00+0000"]),
