@@ -45,6 +45,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.service import RPCError
+from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.connections import (
     ConnectionExists,
@@ -65,7 +66,8 @@ from scheduling.cron import parse_cron
 from scheduling.plan import Timing
 from scheduling.spec import describe_spec
 from scheduling.types import parse_duration, parse_timezone
-from workflows.models import PauseRequest, ScheduleSummary, ScheduleView
+from workflows.models import PauseRequest, ScheduleSummary
+from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
 
 T = TypeVar("T")
@@ -144,7 +146,7 @@ async def run_sync(
         while not result.done():
             try:
                 r = await handle.query(
-                    "progress", result_type=SyncReport, rpc_timeout=timedelta(seconds=2)
+                    SyncProductsWorkflow.progress, rpc_timeout=timedelta(seconds=2)
                 )
                 bar.update(
                     task,
@@ -268,13 +270,21 @@ async def _running(client: Client, name: str) -> WorkflowHandle[Any, Any]:
     return handle
 
 
+CONTROLS: dict[str, UpdateMethodMultiParam[..., str]] = {
+    "pause": ScheduleWorkflow.pause,
+    "resume": ScheduleWorkflow.resume,
+    "trigger": ScheduleWorkflow.trigger,
+    "delete": ScheduleWorkflow.delete,
+}
+
+
 async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     """pause / resume / trigger / delete: one Temporal Update each, refused with a reason."""
     client = await _client(settings, need_worker=True)
     handle = await _running(client, args.name)
     arg = [PauseRequest(note=args.note)] if args.command in ("pause", "resume") else []
     try:
-        result = await control(handle, args.command, *arg)
+        result = await control(handle, CONTROLS[args.command], *arg)
     except WorkflowUpdateFailedError as exc:
         raise ConfigError(f"{args.name}: {args.command} refused: {exc.cause}") from None
     console.print(f"{args.name}: {result}")
@@ -297,7 +307,7 @@ async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
         summary = await client.get_workflow_handle(handle.id, result_type=ScheduleSummary).result()
         print(summary.model_dump_json(indent=2) if args.json else f"{args.name}: {summary}")
         return 0
-    view = await handle.query("describe", result_type=ScheduleView) if status else None
+    view = await handle.query(ScheduleWorkflow.describe) if status else None
     if view is None:
         await _running(client, args.name)  # raises the one-line error
         return 2

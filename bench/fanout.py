@@ -37,6 +37,7 @@ from client.settings import Settings  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
 from worker import build_worker  # noqa: E402
 from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
+from workflows.fanout import FanOutWorkflow  # noqa: E402
 from workflows.models import FanOutResult, ScheduleInput  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
@@ -125,11 +126,11 @@ async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
         try:
             result = await asyncio.wait_for(fan_out.result(), timeout)
         except TimeoutError:
-            progress = await fan_out.query("progress", result_type=FanOutResult)
+            progress = await fan_out.query(FanOutWorkflow.progress)
             row.completed, row.failed = progress.completed, progress.failed
             row.wall_s = time.perf_counter() - started
             row.note = f"timed out after {timeout:.0f}s: {progress.jobs} jobs started"
-            await control(loop, "delete")
+            await control(loop, ScheduleWorkflow.delete)
             row.peak_rss_mb = peak_rss_mb()
             return row
         row.wall_s = time.perf_counter() - started
@@ -139,7 +140,7 @@ async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
         row.completed_per_s = n / row.wall_s
         span = await start_span_s(client, queue, n)
         row.started_per_s = n / span if span > 0 else float("inf")
-        await control(loop, "delete")
+        await control(loop, ScheduleWorkflow.delete)
         await loop.result()
     pages = [f"{base}/page-{p:04d}" for p in range(-(-n // PAGE_SIZE))]
     jobs = [f"{base}/n{i * n // JOB_SAMPLE:06d}" for i in range(min(JOB_SAMPLE, n))]

@@ -19,6 +19,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from client.errors import ConfigError
 from scheduling.spec import ScheduleSpec, describe_spec
@@ -47,7 +48,7 @@ async def status_of(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus
 async def query_view(handle: WorkflowHandle[Any, Any]) -> ScheduleView | None:
     try:
         return await handle.query(
-            "describe", result_type=ScheduleView, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
+            ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
         )
     except RPCError:
         return None
@@ -62,7 +63,9 @@ def _dropped(exc: RPCError) -> bool:
     return any(d.type_url.endswith("WorkflowNotReadyFailure") for d in details)
 
 
-async def control(handle: WorkflowHandle[Any, Any], update: str, *args: Any) -> str:
+async def control(
+    handle: WorkflowHandle[Any, Any], update: UpdateMethodMultiParam[..., str], *args: Any
+) -> str:
     """Send one control update (pause, resume, trigger, update, delete) and return its answer.
 
     The server drops an update whose workflow task fails. That happens in normal running: a
@@ -70,13 +73,11 @@ async def control(handle: WorkflowHandle[Any, Any], update: str, *args: Any) -> 
     server refuses the ending and replays the task without the update. So a dropped update is
     sent again, under the same update id, which the server deduplicates: it is applied once.
     """
-    update_id = f"{update}-{uuid.uuid4().hex[:12]}"
+    update_id = f"{getattr(update, '__name__', 'update')}-{uuid.uuid4().hex[:12]}"
 
     async def send() -> str:
         return str(
-            await handle.execute_update(
-                update, args=args, id=update_id, result_type=str, rpc_timeout=UPDATE_TIMEOUT
-            )
+            await handle.execute_update(update, args=args, id=update_id, rpc_timeout=UPDATE_TIMEOUT)
         )
 
     for attempt in range(UPDATE_ATTEMPTS - 1):
@@ -92,12 +93,12 @@ async def control(handle: WorkflowHandle[Any, Any], update: str, *args: Any) -> 
 async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> str:
     """A running loop gets the file's spec if it changed (counts kept); else nothing happens."""
     view = await handle.query(
-        "describe", result_type=ScheduleView, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
+        ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
     )
     if view.spec.model_dump(mode="json") == spec.model_dump(mode="json"):
         return f"{spec.name}: already running as {handle.id}; unchanged"
     try:
-        result = await control(handle, "update", spec)
+        result = await control(handle, ScheduleWorkflow.update, spec)
     except WorkflowUpdateFailedError as exc:
         raise ConfigError(f"{spec.name}: update refused: {exc.cause}") from None
     return f"{spec.name}: {result} (counts kept)"

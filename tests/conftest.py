@@ -9,6 +9,7 @@ import inspect
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,9 @@ from devtools.mirror import Mirror
 
 BIN = Path(sys.executable).parent
 HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop
+# The SDK gives a server 5 s to come up; on a busy 2-core machine (two suites at once) the dev
+# server has been seen to need more.
+STARTUP = timedelta(seconds=60)
 TEST_SESSION_SECRET = "test-secret-" + "x" * 32
 TEST_CONNECTIONS_KEY = "dGVzdC1jb25uZWN0aW9ucy1rZXktMzItYnl0ZXMhISE="  # a Fernet key
 SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
@@ -43,6 +47,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--ui-disable-news-fetch"],
+        dev_server_startup_timeout=STARTUP,
     )
     yield env
     await env.shutdown()
@@ -58,6 +63,7 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(BIN / "temporal-test-server"),
+        test_server_startup_timeout=STARTUP,
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(

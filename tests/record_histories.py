@@ -28,7 +28,13 @@ from devtools.mirror import Faults, Mirror
 from jobs.sessions import issue_token
 from jobs.sync_products import SyncProductsInput
 from scheduling.spec import ScheduleSpec, SessionRef
-from tests.conftest import BIN, SEARCH_ATTRIBUTES, TEST_CONNECTIONS_KEY, connection_store
+from tests.conftest import (
+    BIN,
+    SEARCH_ATTRIBUTES,
+    STARTUP,
+    TEST_CONNECTIONS_KEY,
+    connection_store,
+)
 from worker import build_worker
 from workflows.models import PauseRequest, ScheduleInput
 from workflows.schedule import ScheduleWorkflow
@@ -228,6 +234,7 @@ async def main() -> None:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_startup_timeout=STARTUP,
     )
     mirror = Mirror().start()
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,6 +19,7 @@ from client.settings import Settings
 from devtools.mirror import Faults, Mirror
 from tests.conftest import client_address
 from worker import build_worker
+from workflows.schedule import ScheduleWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,7 +225,7 @@ async def test_bad_specs_are_refused_and_change_nothing(
         path = schedules_file(tmp_path, good)
         assert (await starter("start", "--file", str(path), env=env))[0] == 0
         handle = dev_env.client.get_workflow_handle(f"schedule/{running}")
-        before = await handle.query("describe")
+        before = await handle.query(ScheduleWorkflow.describe)
         for i, (entry, expected) in enumerate(cases):
             fresh = f"fresh-{uuid.uuid4().hex[:8]}"
             # the running loop's entry changed (every 2h) plus a new good one: all or nothing
@@ -241,7 +242,7 @@ async def test_bad_specs_are_refused_and_change_nothing(
                 assert "schedule 'bad'" in line and expected in line, (entry, line)
             with pytest.raises(RPCError):
                 await dev_env.client.get_workflow_handle(f"schedule/{fresh}").describe()
-            assert await handle.query("describe") == before, entry
+            assert await handle.query(ScheduleWorkflow.describe) == before, entry
         await handle.terminate("test done")
 
 

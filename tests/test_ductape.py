@@ -28,7 +28,8 @@ from jobs.sessions import issue_token, verify_token
 from tests.conftest import TEST_SESSION_SECRET, client_address
 from tests.test_cli import cli_env, one_line, starter
 from worker import build_worker
-from workflows.models import ScheduleSummary, ScheduleView
+from workflows.models import ScheduleSummary
+from workflows.schedule import ScheduleWorkflow
 
 DEADLINE_S = 30.0
 
@@ -244,7 +245,7 @@ async def test_repeat_becomes_a_schedule_loop(
         done = await ductape.schedule(client, job, settings.temporal_task_queue)
         assert done.kind == "schedule" and done.workflow_id == f"schedule/{name}"
         handle = client.get_workflow_handle(done.workflow_id)
-        view = await handle.query("describe", result_type=ScheduleView)
+        view = await handle.query(ScheduleWorkflow.describe)
         spec = view.spec
         assert spec.name == name and spec.job == "echo"
         assert spec.every == 3600000 and spec.cron is None and spec.limit == 2
@@ -266,7 +267,7 @@ async def test_repeat_becomes_a_schedule_loop(
         assert json.loads(out)["spec"]["session"] == {"tag": "shop", "token": "(hidden)"}
         assert job["session"]["token"] not in out  # type: ignore[index]  # a credential
 
-        assert await control(handle, "delete") == "deleted"
+        assert await control(handle, ScheduleWorkflow.delete) == "deleted"
         summary = await asyncio.wait_for(
             client.get_workflow_handle(done.workflow_id, result_type=ScheduleSummary).result(),
             DEADLINE_S,
@@ -291,7 +292,7 @@ async def test_a_repeating_job_fills_its_session_at_every_fire(
         done = await ductape.schedule(client, job, settings.temporal_task_queue)
         loop = client.get_workflow_handle(done.workflow_id, result_type=ScheduleSummary)
         summary = await asyncio.wait_for(loop.result(), DEADLINE_S)
-        view = await loop.query("describe", result_type=ScheduleView)
+        view = await loop.query(ScheduleWorkflow.describe)
         (child,) = view.state.recent[-1].children
         result = await client.get_workflow_handle(child).result()
     assert summary.fires == 1 and summary.failed == 0

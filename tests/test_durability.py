@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from client.settings import Settings
 from scheduling.plan import fire_id
-from tests.conftest import BIN, SEARCH_ATTRIBUTES
+from tests.conftest import BIN, SEARCH_ATTRIBUTES, STARTUP
 from tests.test_cli import ROOT
 from tests.test_schedule_loop import spec, start_loop, wait_for
 from worker import build_worker
@@ -39,6 +39,7 @@ async def dev_server(db: Path, port: int) -> WorkflowEnvironment:
         dev_server_database_filename=str(db),
         port=port,
         search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_startup_timeout=STARTUP,
     )
 
 

@@ -66,7 +66,7 @@ async def test_each_connection_syncs_with_its_own_key_into_its_own_part_of_the_c
         loop = await start_loop(dev_env, settings, s)
         await wait_for(lambda: settled(loop), timeout=60)
         view = await loop.query(ScheduleWorkflow.describe)
-        await control(loop, "delete")
+        await control(loop, ScheduleWorkflow.delete)
         await loop.result()
         (fire,) = [r for r in view.state.recent if r.outcome == "started"]
         # Read while the worker runs: a job signals its schedule just before it completes, so a
@@ -124,7 +124,7 @@ async def test_retries_run_a_failed_sync_again_but_not_a_refused_key(
         await wait_for(lambda: settled(loop), timeout=60)
         view = await loop.query(ScheduleWorkflow.describe)
         history = (await loop.fetch_history()).events
-        await control(loop, "delete")
+        await control(loop, ScheduleWorkflow.delete)
         (fire,) = [r for r in view.state.recent if r.outcome == "started"]
         acme, umbrella = fire.children
         reports = [
@@ -151,7 +151,7 @@ async def test_failed_jobs_of_a_large_fire_reach_the_schedule(
         loop = await start_loop(dev_env, settings, s)
         await wait_for(lambda: settled(loop), timeout=60)
         view = await loop.query(ScheduleWorkflow.describe)
-        await control(loop, "delete")
+        await control(loop, ScheduleWorkflow.delete)
         (fire,) = [r for r in view.state.recent if r.outcome == "started"]
         (base,) = fire.children
         result = await dev_env.client.get_workflow_handle(base, result_type=FanOutResult).result()
@@ -181,7 +181,7 @@ async def test_a_three_page_fire_starts_every_job_and_no_history_nears_the_limit
         result = await dev_env.client.get_workflow_handle(base, result_type=FanOutResult).result()
         await wait_for(lambda: settled(loop), timeout=60)
         view = await loop.query(ScheduleWorkflow.describe)
-        await control(loop, "delete")
+        await control(loop, ScheduleWorkflow.delete)
         await loop.result()
     (fire,) = [r for r in view.state.recent if r.outcome == "started"]
     assert base == f"{s.name}/{fire_id(fire.scheduled)}"

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from google.protobuf.any_pb2 import Any as AnyProto
 from temporalio.api.common.v1 import GrpcStatus
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
@@ -18,7 +23,7 @@ from scheduling.plan import fire_id
 from scheduling.spec import ScheduleSpec
 from tests.test_schedule_loop import assert_children, spec, start_loop, wait_for
 from worker import build_worker
-from workflows.models import PauseRequest
+from workflows.models import PauseRequest, ScheduleInput
 from workflows.schedule import ScheduleWorkflow
 
 
@@ -118,7 +123,7 @@ async def test_delete_ends_the_loop_and_leaves_running_jobs(
                 return False
 
         await wait_for(child_running)
-        assert await control(handle, "delete") == "deleted"
+        assert await control(handle, ScheduleWorkflow.delete) == "deleted"
 
         async def loop_closed() -> bool:  # no time skipping while we look
             return (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
@@ -190,7 +195,7 @@ class ScriptedHandle:
 
 async def test_a_dropped_update_is_sent_again_under_the_same_id() -> None:
     handle = ScriptedHandle(DROPPED, DROPPED, "deleted")
-    assert await control(handle, "delete") == "deleted"  # type: ignore[arg-type]
+    assert await control(handle, ScheduleWorkflow.delete) == "deleted"  # type: ignore[arg-type]
     assert len(handle.ids) == 3 and len(set(handle.ids)) == 1  # deduplicated by the server
 
 
@@ -204,5 +209,32 @@ async def test_a_dropped_update_is_sent_again_under_the_same_id() -> None:
 async def test_any_other_update_error_is_raised_at_once(error: RPCError) -> None:
     handle = ScriptedHandle(error, "deleted")
     with pytest.raises(RPCError) as raised:
-        await control(handle, "delete")  # type: ignore[arg-type]
+        await control(handle, ScheduleWorkflow.delete)  # type: ignore[arg-type]
     assert raised.value is error and len(handle.ids) == 1
+
+
+async def test_an_update_in_the_same_task_as_the_start_sees_the_loop_set_up(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """Update-with-start delivers the update in the first workflow task, before `run` begins:
+    the loop is set up from its input (`@workflow.init`), so the trigger is taken, not lost."""
+    s = spec(every="1d", start_at=datetime.now(UTC) + timedelta(days=1))
+    start = WithStartWorkflowOperation(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=s),
+        id=f"schedule/{s.name}",
+        task_queue=settings.temporal_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+    async with build_worker(dev_env.client, settings):
+        result = await dev_env.client.execute_update_with_start_workflow(
+            ScheduleWorkflow.trigger, start_workflow_operation=start
+        )
+        handle = await start.workflow_handle()
+
+        async def triggered() -> bool:
+            return (await handle.query(ScheduleWorkflow.describe)).state.triggered == 1
+
+        await wait_for(triggered)
+        await handle.terminate("test done")
+    assert result == "triggered"

@@ -53,23 +53,26 @@ def _read_outcome(handle: asyncio.Future[Any]) -> None:
 
 @workflow.defn
 class ScheduleWorkflow:
-    def __init__(self) -> None:
-        self._inp: ScheduleInput | None = None
-        self._timing: Timing | None = None
+    @workflow.init
+    def __init__(self, inp: ScheduleInput) -> None:
+        """Set up from the input before any handler runs: an update or query can arrive in the
+        same first workflow task as the start, before `run` begins."""
+        self._inp = inp
+        if inp.state.created_at is None:
+            inp.state.created_at = workflow.now()
+        self._timing = Timing.of(inp.spec, inp.state.created_at)
         self._run_fires = 0
         self._wake = False  # set by a control: re-plan now instead of at the timer
         self._deleted = False
 
     @property
     def _state(self) -> ScheduleState:
-        assert self._inp is not None
         return self._inp.state
 
     # --- queries and controls ----------------------------------------------------------------
 
     @workflow.query
     def describe(self) -> ScheduleView:
-        assert self._inp is not None and self._timing is not None
         spec, state = self._inp.spec, self._state
         remaining = plan.remaining(spec.limit, state.fires)
         return ScheduleView(
@@ -118,7 +121,7 @@ class ScheduleWorkflow:
     @workflow.update
     def update(self, spec: ScheduleSpec) -> str:
         """A new spec takes effect from the next fire; counts and cursor are kept."""
-        assert self._inp is not None and self._state.created_at is not None
+        assert self._state.created_at is not None
         self._inp.spec = spec
         self._timing = Timing.of(spec, self._state.created_at)
         self._wake = True
@@ -127,7 +130,7 @@ class ScheduleWorkflow:
     @update.validator
     def _check_update(self, spec: ScheduleSpec) -> None:
         self._check_alive()
-        assert self._inp is not None and self._state.created_at is not None
+        assert self._state.created_at is not None
         if spec.name != self._inp.spec.name:
             raise ApplicationError(
                 f"name: cannot change {self._inp.spec.name!r} to {spec.name!r}",
@@ -168,11 +171,7 @@ class ScheduleWorkflow:
 
     @workflow.run
     async def run(self, inp: ScheduleInput) -> ScheduleSummary:
-        self._inp = inp
         state = inp.state
-        if state.created_at is None:
-            state.created_at = workflow.now()
-        self._timing = Timing.of(inp.spec, state.created_at)
         while True:
             spec = inp.spec
             if self._deleted:
@@ -213,7 +212,6 @@ class ScheduleWorkflow:
 
         A pending trigger fires here, at once, without moving the schedule's cursor.
         """
-        assert self._inp is not None and self._timing is not None
         self._wake = False
         now = workflow.now()
         wake_at = None
@@ -222,7 +220,9 @@ class ScheduleWorkflow:
                 fire, workflow.random().random() if self._timing.jitter else 0.0
             )
         timeout = plan.time_left(wake_at, now)
-        if timeout is None or timeout:
+        # A trigger taken while the loop was busy (or with its start) fires now, not at the timer.
+        waiting = not self._state.pending_triggers or not workflow.patched("trigger-never-waits")
+        if waiting and (timeout is None or timeout):
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._wake,
@@ -239,7 +239,6 @@ class ScheduleWorkflow:
         return not self._wake and wake_at is not None and workflow.now() >= wake_at
 
     def _should_continue_as_new(self) -> bool:
-        assert self._inp is not None
         info = workflow.info()
         return (
             self._run_fires >= self._inp.fires_per_run
@@ -249,7 +248,6 @@ class ScheduleWorkflow:
 
     def _catch_up(self, due: datetime) -> datetime | None:
         """The fire to run now, per the core's catch-up rule; missed ones are recorded."""
-        assert self._timing is not None and self._inp is not None
         spec, state = self._inp.spec, self._state
         caught = self._timing.catch_up(due, workflow.now())
         if caught.capped and not workflow.patched("catch-up-cap-runs-nothing"):
@@ -269,7 +267,6 @@ class ScheduleWorkflow:
 
         A manual trigger leaves the cursor alone and does not count toward the limit.
         """
-        assert self._inp is not None
         spec, state = self._inp.spec, self._state
         if not manual:
             state.cursor = fire
@@ -325,7 +322,7 @@ class ScheduleWorkflow:
         self._state.record(fire, "started", workflow.now(), children=ids, jobs=expansion.count)
 
     async def _start_fan_out(self, base: str, fire: datetime, expansion: Expansion) -> None:
-        assert self._inp is not None and expansion.ref is not None
+        assert expansion.ref is not None
         spec = self._inp.spec
         try:
             handle = await workflow.start_child_workflow(
@@ -352,7 +349,6 @@ class ScheduleWorkflow:
     async def _fire_unkeyed(self, fire: datetime, base: str, manual: bool) -> None:
         """Loops started before keyed expansion replay this path: `expand_schedule`, ids
         `<base>` or `<base>/<i>`."""
-        assert self._inp is not None
         spec, state = self._inp.spec, self._state
         try:
             inputs = await workflow.execute_activity(
@@ -379,7 +375,6 @@ class ScheduleWorkflow:
 
     async def _overlap_allows(self, fire: datetime, manual: bool) -> bool:
         """Whether this fire may start now, given the previous fire's jobs still running."""
-        assert self._inp is not None
         state, policy = self._state, self._inp.spec.overlap
         if not state.running or policy == "allow_all":
             return True
@@ -409,7 +404,6 @@ class ScheduleWorkflow:
         return False
 
     async def _start_child(self, child_id: str, args: dict[str, Any], fire: datetime) -> None:
-        assert self._inp is not None
         try:
             handle = await workflow.start_child_workflow(
                 JOBS[self._inp.spec.job].workflow.run,
@@ -426,7 +420,6 @@ class ScheduleWorkflow:
         _read_outcome(handle)
 
     def _finish(self, reason: str) -> ScheduleSummary:
-        assert self._inp is not None
         state = self._state
         workflow.set_current_details(f"**{self._inp.spec.name}**: finished, {reason}")
         return ScheduleSummary(
@@ -442,7 +435,6 @@ class ScheduleWorkflow:
 
     def _publish(self, fire: datetime | None) -> None:
         """The loop's 'current details' in the Web UI: spec, next fire, counts."""
-        assert self._inp is not None
         spec, state = self._inp.spec, self._state
         limit = f" of {spec.limit}" if spec.limit else ""
         paused = f" · **paused**{': ' + state.note if state.note else ''}" if state.paused else ""
