@@ -241,12 +241,13 @@ async def test_overlap_is_judged_across_continue_as_new(
     """Dev server, real time (the test server cannot continue-as-new past a running child):
     a new run after every fire still knows the previous fire's job is running."""
     begin = (await dev_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
-    s = spec(every="2s", start_at=begin, limit=2, args={"sleep_s": 3})
+    # 2 s of slack on either side, for a busy machine: 0 s runs until 6 s, so the 4 s fire (in a
+    # new run) is skipped; the 8 s fire runs
+    s = spec(every="4s", start_at=begin, limit=2, args={"sleep_s": 6})
     async with build_worker(dev_env.client, settings):
         summary = await (await start_loop(dev_env, settings, s, fires_per_run=1)).result()
-        # 0 s runs until 3 s, so the 2 s fire (in a new run) is skipped; 4 s runs
         assert summary.fires == 2 and summary.skipped == {"overlap": 1}
-        assert summary.last_fire == begin + timedelta(seconds=4)
+        assert summary.last_fire == begin + timedelta(seconds=8)
         await dev_env.client.get_workflow_handle(
-            f"{s.name}/{fire_id(begin + timedelta(seconds=4))}"
+            f"{s.name}/{fire_id(begin + timedelta(seconds=8))}"
         ).result()
