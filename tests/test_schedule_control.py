@@ -44,6 +44,11 @@ async def test_pause_skips_fires_and_resume_runs_them_again(
             ScheduleWorkflow.pause, PauseRequest(note="maintenance")
         ) == ("paused: maintenance")
         await ts_env.sleep(timedelta(hours=2, minutes=30))  # the +1h and +2h fires come, paused
+
+        async def both_skipped() -> bool:  # the server's clock can pass 2h before the loop does
+            return (await handle.query(ScheduleWorkflow.describe)).state.skipped == {"paused": 2}
+
+        await wait_for(both_skipped)
         view = await handle.query(ScheduleWorkflow.describe)
         assert view.state.paused and view.state.note == "maintenance"
         assert view.state.fires == 1 and view.state.skipped == {"paused": 2}

@@ -28,15 +28,26 @@ async def observe(
     env: WorkflowEnvironment,
     settings: Settings,
     until: timedelta,
+    fired: int,
     fires_per_run: int = 100,
     **fields: Any,
 ) -> tuple[datetime, str, ScheduleView]:
-    """Start a loop at a whole second, let `until` of schedule time pass, describe it."""
+    """Start a loop at a whole second, let `until` of schedule time pass, describe it once it
+    has started `fired` fires.
+
+    The wait matters on a busy machine: the test server may reach `until` between two tasks of
+    a fire that is due before it (a cancel sent, the next child not yet started).
+    """
     begin = (await env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
     s = spec(start_at=begin, **fields)
     async with build_worker(env.client, settings):
         handle = await start_loop(env, settings, s, fires_per_run=fires_per_run)
         await env.sleep(until + timedelta(seconds=1))
+
+        async def settled() -> bool:
+            return (await handle.query(ScheduleWorkflow.describe)).state.fires >= fired
+
+        await wait_for(settled)
         view = await handle.query(ScheduleWorkflow.describe)
         await handle.terminate("observed")
     return begin, s.name, view
@@ -55,7 +66,12 @@ async def test_skip_drops_a_fire_while_the_previous_job_runs(
     ts_env: WorkflowEnvironment, settings: Settings
 ) -> None:
     begin, name, view = await observe(
-        ts_env, settings, 2 * HOUR + timedelta(minutes=5), every="1h", args={"sleep_s": 4800}
+        ts_env,
+        settings,
+        2 * HOUR + timedelta(minutes=5),
+        fired=2,
+        every="1h",
+        args={"sleep_s": 4800},
     )
     # 0h runs until 1h20: the 1h fire is skipped; the 2h fire runs
     assert view.state.fires == 2 and view.state.skipped == {"overlap": 1}
@@ -72,6 +88,7 @@ async def test_buffer_one_runs_the_waiting_fire_when_the_job_finishes(
         ts_env,
         settings,
         timedelta(minutes=170),
+        fired=3,
         every="1h",
         overlap="buffer_one",
         args={"sleep_s": 4800},
@@ -90,6 +107,7 @@ async def test_allow_all_runs_fires_side_by_side(
         ts_env,
         settings,
         HOUR + timedelta(minutes=5),
+        fired=2,
         every="1h",
         overlap="allow_all",
         args={"sleep_s": 4800},
@@ -106,6 +124,7 @@ async def test_cancel_other_cancels_the_running_job(
         ts_env,
         settings,
         HOUR + timedelta(minutes=5),
+        fired=2,
         every="1h",
         overlap="cancel_other",
         args={"sleep_s": 4800},
@@ -123,6 +142,7 @@ async def test_after_completion_waits_every_after_the_job_finished(
         ts_env,
         settings,
         timedelta(minutes=200),
+        fired=3,
         every="1h",
         after_completion=True,
         args={"sleep_s": 1800},
@@ -138,7 +158,7 @@ async def test_jitter_delays_each_fire_within_the_room_the_core_gives(
     ts_env: WorkflowEnvironment, settings: Settings
 ) -> None:
     """The loop delays fires by the core's jitter, drawn with `workflow.random()`."""
-    begin, name, view = await observe(ts_env, settings, 4 * HOUR, every="1h", jitter="2h")
+    begin, name, view = await observe(ts_env, settings, 4 * HOUR, fired=3, every="1h", jitter="2h")
     assert view.state.fires >= 3
     delays = [
         (await started(ts_env, name, begin + k * HOUR))[0] - (begin + k * HOUR) for k in range(3)
