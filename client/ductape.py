@@ -38,7 +38,7 @@ from activities.run_checks import completed_within
 from client.loops import start_schedules
 from jobs.registry import JOBS, cache_id
 from scheduling.spec import KEY_PATTERN, ScheduleSpec, SessionRef
-from scheduling.types import parse_duration, parse_timezone
+from scheduling.types import CronText, Duration, TimeZone, parse_duration
 from workflows.children import SESSION_MEMO
 
 MS_THRESHOLD = 10**11  # a Unix time above this is in milliseconds (10^11 s is the year 5138)
@@ -77,17 +77,11 @@ _DUCTAPE_NAMES = {
 class Repeat(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cron: str | None = None
-    every: int | str | None = None  # milliseconds, or a duration like "5m"
+    cron: CronText | None = None
+    every: Duration | None = None  # milliseconds, or a duration like "5m"
     limit: int | None = Field(None, ge=1)
     endDate: int | float | str | None = None  # noqa: N815 (Ductape's name)
-    tz: str = "UTC"
-
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        parse_timezone(value)
-        return value
+    tz: TimeZone = "UTC"
 
     @field_validator("endDate", mode="before")
     @classmethod
@@ -116,7 +110,7 @@ class DuctapeJob(BaseModel):
     start_at: int | float | str = 0
     app: str | None = Field(None, min_length=1, max_length=100)
     cache: str | None = Field(None, pattern=KEY_PATTERN)
-    cache_ttl: str | int = "1h"  # ours: how long a cached result is reused
+    cache_ttl: Duration = "1h"  # ours: how long a cached result is reused
     session: SessionRef | None = None
     repeat: Repeat | None = None
 
@@ -132,12 +126,6 @@ class DuctapeJob(BaseModel):
     def _start(cls, value: Any) -> Any:
         if value not in (0, "0") or isinstance(value, bool):  # `true` is no time
             to_datetime(value)
-        return value
-
-    @field_validator("cache_ttl")
-    @classmethod
-    def _ttl(cls, value: str | int) -> str | int:
-        parse_duration(value)
         return value
 
     @field_validator("input")
