@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,6 +178,7 @@ async def main() -> None:
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=[SCHEDULE_NAME, SCHEDULED_FIRE_TIME],
         dev_server_extra_args=["--ui-disable-news-fetch"],
+        dev_server_startup_timeout=timedelta(seconds=60),  # the SDK's 5 s is tight here
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,9 @@ async def main() -> None:
     p.add_argument("--latency-ms", type=int, default=0, help="mirror latency per request")
     a = p.parse_args()
     env_server = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=str(BIN / "temporal")
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        dev_server_startup_timeout=timedelta(seconds=60),  # the SDK's 5 s is tight here
     )
     mirror = Mirror(faults=Faults(latency_ms=a.latency_ms)).start()
     rows = []
