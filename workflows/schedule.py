@@ -202,7 +202,7 @@ class ScheduleWorkflow:
                 continue
             if state.paused:
                 state.cursor = due
-                self._state.skip(due, "paused", workflow.now())
+                state.skip(due, "paused", workflow.now())
                 continue
             await self._fire(due)
             self._run_fires += 1
@@ -257,7 +257,7 @@ class ScheduleWorkflow:
         if caught.missed and caught.last_missed is not None:
             state.missed += caught.missed
             workflow.logger.warning("%s: %d missed fire(s) not run", spec.name, caught.missed)
-            self._state.skip(caught.last_missed, "missed", workflow.now(), count=caught.missed)
+            state.skip(caught.last_missed, "missed", workflow.now(), count=caught.missed)
         return caught.run
 
     async def _fire(
@@ -296,10 +296,10 @@ class ScheduleWorkflow:
             )
         except ActivityError as exc:
             state.failed += 1
-            self._state.record(fire, "failed", workflow.now(), error=str(exc.cause or exc))
+            state.record(fire, "failed", workflow.now(), error=str(exc.cause or exc))
             return
         if not expansion.count:
-            self._state.skip(fire, "empty expansion", workflow.now(), error=expansion.note)
+            state.skip(fire, "empty expansion", workflow.now(), error=expansion.note)
             return
         if expansion.ref is not None:
             ids = [base]
@@ -319,7 +319,7 @@ class ScheduleWorkflow:
                 state.running[child_id] = fire
                 _read_outcome(handle)
         state.count_started(manual)
-        self._state.record(fire, "started", workflow.now(), children=ids, jobs=expansion.count)
+        state.record(fire, "started", workflow.now(), children=ids, jobs=expansion.count)
 
     async def _start_fan_out(self, base: str, fire: datetime, expansion: Expansion) -> None:
         assert expansion.ref is not None
@@ -359,10 +359,10 @@ class ScheduleWorkflow:
             )
         except ActivityError as exc:
             state.failed += 1
-            self._state.record(fire, "failed", workflow.now(), error=str(exc.cause or exc))
+            state.record(fire, "failed", workflow.now(), error=str(exc.cause or exc))
             return
         if not inputs:
-            self._state.skip(fire, "empty expansion", workflow.now())
+            state.skip(fire, "empty expansion", workflow.now())
             return
         ids = [base] if len(inputs) == 1 else [f"{base}/{i}" for i in range(len(inputs))]
         for child_id in ids:
@@ -371,7 +371,7 @@ class ScheduleWorkflow:
             *(self._start_child(i, args, fire) for i, args in zip(ids, inputs, strict=True))
         )
         state.count_started(manual)
-        self._state.record(fire, "started", workflow.now(), children=ids)
+        state.record(fire, "started", workflow.now(), children=ids)
 
     async def _overlap_allows(self, fire: datetime, manual: bool) -> bool:
         """Whether this fire may start now, given the previous fire's jobs still running."""
@@ -398,9 +398,9 @@ class ScheduleWorkflow:
             state.buffered = fire
             # A buffered trigger stays a trigger: `-manual` id, no limit count, cursor kept.
             state.buffered_manual = manual and workflow.patched("buffered-trigger-stays-manual")
-            self._state.record(fire, "buffered", workflow.now())
+            state.record(fire, "buffered", workflow.now())
             return False
-        self._state.skip(fire, "overlap", workflow.now())
+        state.skip(fire, "overlap", workflow.now())
         return False
 
     async def _start_child(self, child_id: str, args: dict[str, Any], fire: datetime) -> None:
