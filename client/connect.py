@@ -1,4 +1,5 @@
-"""Connecting to Temporal the same way everywhere: pydantic payloads, one-line failures."""
+"""Connecting to Temporal the same way everywhere: the SDK's environment configuration (TLS,
+API keys, profiles), encrypted pydantic payloads, one-line failures."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import NoReturn
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
+from temporalio.service import RPCError, RPCStatusCode
 
-from client.errors import UserError
+from client.codec import data_converter
+from client.errors import ConfigError, UserError
 from client.settings import Settings
+from client.temporal_profile import TemporalTarget
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -21,23 +27,79 @@ class ServerUnavailable(UserError):
     exit_code = 1
 
 
+def converter_for(settings: Settings) -> DataConverter:
+    """Pydantic payloads, encrypted unless PAYLOAD_ENCRYPTION=false (client/codec.py)."""
+    return data_converter(settings.keyring(), encrypt=settings.payload_encryption)
+
+
 async def connect(settings: Settings) -> Client:
-    """Client.connect, bounded: no server means one clear line, not a hang or a traceback."""
+    """Client.connect from the profile, bounded: a server that is not there, refuses our TLS or
+    has no such namespace is one clear line, not a hang or a traceback."""
+    target = settings.target()
     try:
-        return await asyncio.wait_for(
+        client = await asyncio.wait_for(
             Client.connect(
-                settings.temporal_address,
-                namespace=settings.temporal_namespace,
-                data_converter=pydantic_data_converter,
+                target.address,
+                namespace=target.namespace,
+                api_key=target.api_key,
+                tls=target.tls,
+                rpc_metadata=target.rpc_metadata,
+                data_converter=converter_for(settings),
             ),
             CONNECT_TIMEOUT_S,
         )
     except (RuntimeError, OSError, TimeoutError) as exc:
-        raise ServerUnavailable(
-            f"no Temporal server at {settings.temporal_address} "
-            f"(namespace {settings.temporal_namespace!r}): start one with `make run` "
-            f"or set TEMPORAL_ADDRESS ({type(exc).__name__})"
-        ) from None
+        raise _unavailable(target, exc) from None
+    await _require_namespace(client, target)
+    return client
+
+
+def _unavailable(target: TemporalTarget, exc: BaseException) -> UserError:
+    text = str(exc)
+    if "certificate" in text.lower() or "UnknownIssuer" in text:
+        return ConfigError(
+            f"TEMPORAL_TLS_SERVER_CA_CERT_PATH: the server at {target.address} presented a "
+            "certificate we do not trust; set it to the CA that signed it (or "
+            "TEMPORAL_TLS_SERVER_NAME to the name in the certificate)"
+        )
+    if target.secured and ("tls" in text.lower() or "handshake" in text.lower()):
+        return ConfigError(
+            f"TEMPORAL_TLS_*: the TLS handshake with {target.address} failed; if the server "
+            "wants mTLS set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH, "
+            "without TLS set TEMPORAL_TLS=false"
+        )
+    secured = " (with TLS)" if target.secured else ""
+    return ServerUnavailable(
+        f"no Temporal server at {target.address}{secured} (namespace {target.namespace!r}): "
+        f"start one with `make run` or set TEMPORAL_ADDRESS ({type(exc).__name__})"
+    )
+
+
+async def _require_namespace(client: Client, target: TemporalTarget) -> None:
+    """A namespace that does not exist is named now, not as the first command's odd failure.
+    A key that may not describe namespaces (some cloud roles) is let through."""
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=target.namespace),
+            timeout=timedelta(seconds=CONNECT_TIMEOUT_S),
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise ConfigError(
+                f"TEMPORAL_NAMESPACE={target.namespace!r}: no such namespace on "
+                f"{target.address}; create it (`temporal operator namespace create`) or "
+                "set TEMPORAL_NAMESPACE to one that exists"
+            ) from None
+        if exc.status == RPCStatusCode.UNAUTHENTICATED:
+            raise ConfigError(
+                f"TEMPORAL_API_KEY: {target.address} refused the credentials "
+                f"({exc.message.splitlines()[0] if exc.message else 'unauthenticated'}); "
+                "set a valid API key or client certificate"
+            ) from None
+        if exc.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            raise ServerUnavailable(
+                f"Temporal at {target.address} did not answer ({exc.status.name}); try again"
+            ) from None
 
 
 async def worker_polling(client: Client, task_queue: str) -> bool:

@@ -6,15 +6,25 @@ line naming the variable and the fix, before anything is started or written.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from client.codec import Keyring, KeyringError
 from client.errors import ConfigError
+from client.temporal_profile import TemporalTarget, load_target
 from scheduling.types import CronText
 
 TASK_QUEUE = "scheduled-jobs"
@@ -25,8 +35,11 @@ SESSION_SECRET_MIN = 32
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
-    temporal_address: str = "localhost:7233"
-    temporal_namespace: str = "default"
+    # Empty: from the SDK's environment configuration (TEMPORAL_* variables, TEMPORAL_PROFILE in
+    # the CLI's profile file), else localhost:7233 and default. TLS and API key come from there.
+    temporal_address: str = ""
+    temporal_namespace: str = ""
+    temporal_profile: str | None = None
     temporal_task_queue: str = TASK_QUEUE
     dummyjson_base_url: str = DEFAULT_DUMMYJSON_URL
     data_dir: Path = Path("data")
@@ -39,12 +52,30 @@ class Settings(BaseSettings):
     session_secret: SecretStr | None = None
     # Encrypts connections' API keys in CATALOG_DB (a Fernet key); unset: DATA_DIR/connections.key.
     connections_key: SecretStr | None = None
+    # Encrypts every payload sent to Temporal (client/codec.py); PAYLOAD_KEYS is `id:key,...`,
+    # newest first; unset: DATA_DIR/payload.keys. Off: payloads go in clear (already encrypted
+    # ones are still read while the keys are there).
+    payload_encryption: bool = True
+    payload_keys: SecretStr | None = None
+    # A bearer token the codec server requires (`starter.py codec-server`); unset: none.
+    codec_auth_token: SecretStr | None = None
+    _target: TemporalTarget | None = PrivateAttr(None)
 
     @field_validator("session_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < SESSION_SECRET_MIN:
             raise ValueError(f"must be at least {SESSION_SECRET_MIN} characters")
+        return value
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _keyring(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Keyring.parse(value.get_secret_value())
+            except KeyringError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("connections_key")
@@ -72,6 +103,28 @@ class Settings(BaseSettings):
             return self.connections_key.get_secret_value()
         return self._secret_file("connections.key", lambda: Fernet.generate_key().decode())
 
+    def keyring(self) -> Keyring | None:
+        """PAYLOAD_KEYS, or the data directory's keys file (made on first use while encryption
+        is on); None when encryption is off and there are no keys to read old payloads with."""
+        if self.payload_keys is not None:
+            return Keyring.parse(self.payload_keys.get_secret_value())
+        path = self.data_dir / "payload.keys"
+        if not self.payload_encryption and not path.exists():
+            return None
+        text = self._secret_file("payload.keys", Keyring.new_entry)
+        try:
+            return Keyring.parse(text)
+        except KeyringError as exc:
+            raise ConfigError(f"{path}: {exc}; fix it or set PAYLOAD_KEYS") from None
+
+    def target(self) -> TemporalTarget:
+        """The Temporal to connect to: the loaded profile with the current address/namespace."""
+        if self._target is None:
+            self._target = load_target(None, None, self.temporal_profile)
+        return dataclasses.replace(
+            self._target, address=self.temporal_address, namespace=self.temporal_namespace
+        )
+
     def _secret_file(self, name: str, make: Callable[[], str]) -> str:
         """A secret kept in DATA_DIR, made on first use and readable by its owner only."""
         path = self.data_dir / name
@@ -87,6 +140,16 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _temporal(self) -> Settings:
+        """Resolved now, so a bad profile, address or TLS file stops a command before it acts."""
+        self._target = load_target(
+            self.temporal_address or None, self.temporal_namespace or None, self.temporal_profile
+        )
+        self.temporal_address = self._target.address
+        self.temporal_namespace = self._target.namespace
+        return self
 
     @model_validator(mode="after")
     def _default_catalog(self) -> Settings:
@@ -108,9 +171,14 @@ _FIXES = {
     "dummyjson_base_url": "a URL like http://127.0.0.1:8787",
     "session_secret": "a random string, e.g. from `python -c 'import secrets; "
     "print(secrets.token_urlsafe(48))'`",
+    "payload_keys": "`id:key` entries, newest first; make one with `python starter.py "
+    "payload-keys new`",
     "connections_key": "the output of `python -c 'from cryptography.fernet import Fernet; "
     "print(Fernet.generate_key().decode())'`",
 }
+
+
+_HIDDEN = ("session_secret", "connections_key", "payload_keys", "codec_auth_token")
 
 
 def load_settings() -> Settings:
@@ -120,7 +188,7 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
-        value = "(hidden)" if field in ("session_secret", "connections_key") else err.get("input")
+        value = "(hidden)" if field in _HIDDEN else err.get("input")
         reason = err["msg"].removeprefix("Value error, ")
         fix = _FIXES.get(field)
         hint = f"; set it to {fix}" if fix else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,11 +19,11 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import SqliteCatalog
 from activities.connections import ConnectionStore
+from client.codec import Keyring, data_converter
 from client.settings import Settings
 from devtools.mirror import Mirror
 
@@ -33,6 +34,11 @@ HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backst
 STARTUP = timedelta(seconds=60)
 TEST_SESSION_SECRET = "test-secret-" + "x" * 32
 TEST_CONNECTIONS_KEY = "dGVzdC1jb25uZWN0aW9ucy1rZXktMzItYnl0ZXMhISE="  # a Fernet key
+# Every client and worker here encrypts its payloads, as `make run` does; subprocesses (CLI,
+# workers) inherit the key through the environment.
+TEST_PAYLOAD_KEYS = "test1:" + "dGVzdC1wYXlsb2FkLWtleS0zMi1ieXRlcyEhISEhISE="
+os.environ["PAYLOAD_KEYS"] = TEST_PAYLOAD_KEYS
+CONVERTER = data_converter(Keyring.parse(TEST_PAYLOAD_KEYS))
 SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     SearchAttributeKey.for_keyword("ScheduleName"),
     SearchAttributeKey.for_datetime("ScheduledFireTime"),
@@ -43,7 +49,7 @@ SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The Temporal CLI dev server, as `make run` uses it (never downloaded)."""
     env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         dev_server_extra_args=["--ui-disable-news-fetch"],
@@ -61,7 +67,7 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     (temporalio/sdk-java#2392, #1618), which would freeze the clock for later tests.
     """
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         test_server_existing_path=str(BIN / "temporal-test-server"),
         test_server_startup_timeout=STARTUP,
     )

@@ -12,13 +12,12 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from client.settings import Settings
 from scheduling.plan import fire_id
-from tests.conftest import BIN, SEARCH_ATTRIBUTES, STARTUP
+from tests.conftest import BIN, CONVERTER, SEARCH_ATTRIBUTES, STARTUP
 from tests.test_cli import ROOT
 from tests.test_schedule_loop import spec, start_loop, wait_for
 from worker import build_worker
@@ -34,7 +33,7 @@ def free_port() -> int:
 
 async def dev_server(db: Path, port: int) -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         dev_server_existing_path=str(BIN / "temporal"),
         dev_server_database_filename=str(db),
         port=port,

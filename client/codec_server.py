@@ -1,0 +1,159 @@
+"""The codec server: `/encode` and `/decode` over HTTP, as the Temporal Web UI and CLI call them,
+so a person with access to it reads inputs and results that the server stores encrypted.
+
+    python -m client.codec_server [--port 8234] [--ui-origin http://localhost:8233]
+    temporal workflow show -w ID --codec-endpoint http://127.0.0.1:8234 [--codec-auth "Bearer T"]
+
+The UI calls it from the browser, so only the UI's own origins get CORS headers; other browser
+origins are refused. With CODEC_AUTH_TOKEN set every request needs `Authorization: Bearer <it>`.
+It holds the payload keys: bind it to 127.0.0.1 (the default) or put it behind your own auth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import sys
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads
+
+from client.codec import Keyring, KeyringError
+from client.errors import ConfigError, exit_on_user_error
+from client.settings import load_settings
+
+MAX_BODY = 16 * 1024 * 1024  # a history event's payloads are at most a few MB
+DEFAULT_PORT = 8234
+DEFAULT_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
+
+
+class CodecServer(ThreadingHTTPServer):
+    """One keyring, the allowed browser origins and an optional token, for every request."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        keyring: Keyring,
+        *,
+        origins: tuple[str, ...] = DEFAULT_ORIGINS,
+        token: str | None = None,
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.keyring = keyring
+        self.origins = origins
+        self.token = token
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: CodecServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # request lines only add noise; payloads are never logged
+
+    def _origin_ok(self) -> bool:
+        """A request from a browser page must come from the UI; the CLI and curl send no Origin."""
+        origin = self.headers.get("Origin")
+        return origin is None or origin in self.server.origins
+
+    def _reply(self, status: int, body: dict[str, Any] | None = None) -> None:
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        origin = self.headers.get("Origin")
+        if origin is not None and origin in self.server.origins:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Access-Control-Allow-Credentials", "true")
+            self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+            self.send_header(
+                "Access-Control-Allow-Headers", "Content-Type, X-Namespace, Authorization"
+            )
+            self.send_header("Vary", "Origin")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_OPTIONS(self) -> None:  # noqa: N802 (the http.server naming)
+        self._reply(204 if self._origin_ok() else 403)
+
+    def do_POST(self) -> None:  # noqa: N802
+        action = self.path.rstrip("/").rsplit("/", 1)[-1]
+        transform: dict[str, Callable[[Payload], Payload]] = {
+            "encode": self.server.keyring.encrypt,
+            "decode": self.server.keyring.decrypt,
+        }
+        if action not in transform:
+            return self._reply(404, {"message": "POST /encode or /decode"})
+        if not self._origin_ok():
+            return self._reply(403, {"message": "origin not allowed"})
+        if self.server.token is not None and not hmac.compare_digest(
+            self.headers.get("Authorization", "").encode(),
+            f"Bearer {self.server.token}".encode(),
+        ):
+            return self._reply(401, {"message": "a bearer token is required"})
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_BODY:
+            return self._reply(413, {"message": f"body must be 1 to {MAX_BODY} bytes"})
+        try:
+            payloads = json_format.Parse(self.rfile.read(length), Payloads())
+            out = Payloads(payloads=[transform[action](p) for p in payloads.payloads])
+        except (json_format.ParseError, KeyringError, ValueError) as exc:
+            return self._reply(400, {"message": str(exc).splitlines()[0]})
+        self._reply(200, json_format.MessageToDict(out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m client.codec_server", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument(
+        "--ui-origin",
+        action="append",
+        default=None,
+        help=f"the Web UI's origin for CORS (repeatable; default {' '.join(DEFAULT_ORIGINS)})",
+    )
+    args = p.parse_args(argv)
+
+    def serve() -> int:
+        settings = load_settings()
+        keyring = settings.keyring()
+        if keyring is None:
+            raise ConfigError(
+                "PAYLOAD_KEYS: no keys to decode with; set it (or turn on encryption)"
+            )
+        if not 1 <= args.port <= 65535:
+            raise ConfigError(f"--port {args.port}: use a port from 1 to 65535")
+        token = settings.codec_auth_token
+        try:
+            server = CodecServer(
+                (args.host, args.port),
+                keyring,
+                origins=tuple(args.ui_origin or DEFAULT_ORIGINS),
+                token=token.get_secret_value() if token else None,
+            )
+        except OSError as exc:
+            raise ConfigError(f"--port {args.port}: cannot listen ({exc.strerror})") from None
+        print(f"codec server on {server.url} (keys: {len(keyring.keys)})", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        return 0
+
+    return int(exit_on_user_error(serve))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
