@@ -171,8 +171,8 @@ _FIXES = {
     "dummyjson_base_url": "a URL like http://127.0.0.1:8787",
     "session_secret": "a random string, e.g. from `python -c 'import secrets; "
     "print(secrets.token_urlsafe(48))'`",
-    "payload_keys": "`id:key` entries, newest first; make one with `python starter.py "
-    "payload-keys new`",
+    "payload_keys": "`id:key` entries, newest first; make one with `python -c 'from "
+    "client.codec import Keyring; print(Keyring.new_entry())'`",
     "connections_key": "the output of `python -c 'from cryptography.fernet import Fernet; "
     "print(Fernet.generate_key().decode())'`",
 }
