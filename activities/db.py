@@ -7,6 +7,7 @@ stores register, so every store gets the same safe defaults and the file is crea
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ class Database:
 
     def connect(self) -> sqlite3.Connection:
         if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_private()
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA foreign_keys = ON")
@@ -36,6 +37,16 @@ class Database:
                 conn.executescript(self._schema)
                 self._ready = True
         return conn
+
+    def _create_private(self) -> None:
+        """The file (and a missing directory) made readable by its owner only: it holds the
+        connections' encrypted keys and the catalog. SQLite gives its -wal and -shm files the
+        database file's mode."""
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:  # reported like any other failure to open the database
+            raise sqlite3.OperationalError(f"cannot open {self.path}: {exc.strerror}") from None
 
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:

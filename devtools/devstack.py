@@ -2,9 +2,11 @@
 
 Starts, in order: the Temporal dev server (SQLite file in the data directory, so schedules survive
 a restart; Web UI on :8233; our search attributes registered), the local DummyJSON mirror (unless
-DUMMYJSON_BASE_URL is set), the worker, then the schedules in schedules.toml. Starting a schedule
+DUMMYJSON_BASE_URL is set), the codec server the UI decrypts payloads through (unless
+PAYLOAD_ENCRYPTION=false), the worker, then the schedules in schedules.toml. Starting a schedule
 that already runs is a no-op, so running this again resumes the same loops with their counts.
-Set TEMPORAL_ADDRESS to use a server you run yourself instead of the dev server.
+Set TEMPORAL_ADDRESS or TEMPORAL_PROFILE to use a server you run yourself instead of the dev
+server. Everything it creates is readable by you only (umask 077).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import httpx
 
 from activities.connections import ConnectionStore, NewConnection
+from client.codec import Keyring
 from client.connect import connect, exit_process
 from client.errors import UserError, exit_on_user_error
 from client.loops import start_schedules
@@ -127,6 +130,30 @@ class Stack:
             print(f"stopped {name} (pid {proc.pid})", flush=True)
 
 
+def start_codec_server(
+    stack: Stack, env: dict[str, str], port: int, ui_port: int, keyring: Keyring | None
+) -> str | None:
+    """The codec server the Web UI reads encrypted payloads through; None with encryption off."""
+    if keyring is None:
+        return None
+    require_port(port, "codec server", "--codec-port")
+    origins = [
+        arg
+        for host in ("localhost", "127.0.0.1")
+        for arg in ("--ui-origin", f"http://{host}:{ui_port}")
+    ]
+    cmd = [sys.executable, "-m", "client.codec_server", "--port", str(port), *origins]
+    proc = stack.spawn("codec-server", cmd, env, log=True)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(
+        lambda: temporal_ready(f"127.0.0.1:{port}"),
+        proc,
+        "codec server",
+        stack.data_dir / "codec-server.log",
+    )
+    return url
+
+
 def temporal_ready(address: str) -> bool:
     host, _, port = address.rpartition(":")
     try:
@@ -146,16 +173,19 @@ def http_ready(url: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     specs = load_schedules(args.file, settings)  # a bad file stops us before anything starts
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(0o077)  # what this run and its processes create (temporal.db, logs) is yours only
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     keys = seed_connections(settings)
+    keyring = settings.keyring()  # made now, so the worker, CLI and codec server share it
     env = dict(os.environ)
     stack = Stack(settings.data_dir)
-    ui_url = None
+    ui_url = codec_url = None
     try:
-        if "TEMPORAL_ADDRESS" not in os.environ:
+        if not {"TEMPORAL_ADDRESS", "TEMPORAL_PROFILE"} & set(os.environ):
             port, ui_port = args.port, args.ui_port
             require_port(port, "Temporal gRPC", "--port, or TEMPORAL_ADDRESS to use your server")
             require_port(ui_port, "Temporal Web UI", "--ui-port")
+            codec_url = start_codec_server(stack, env, args.codec_port, ui_port, keyring)
             settings.temporal_address = env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
             cmd = [
                 str(BIN / "temporal"),
@@ -175,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
             ]
             for attr in SEARCH_ATTRIBUTES:
                 cmd += ["--search-attribute", attr]
+            if codec_url:  # the UI decodes through it, in the browser
+                cmd += ["--ui-codec-endpoint", codec_url]
             proc = stack.spawn("temporal", cmd, env, log=True)
             wait_until(
                 lambda: temporal_ready(settings.temporal_address),
@@ -212,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
             "\n"
             f"  Temporal Web UI   {ui_url or '(your server: ' + settings.temporal_address + ')'}\n"
             f"  DummyJSON source  {env['DUMMYJSON_BASE_URL']}/products\n"
+            f"  payloads          {_payloads_line(keyring, codec_url)}\n"
             f"  catalog           {settings.catalog_path}\n"
             f"  connections       {len(keys)}: .venv/bin/python starter.py connections list\n"
             f"  task queue        {settings.temporal_task_queue}\n"
@@ -232,6 +265,13 @@ def run(args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def _payloads_line(keyring: Keyring | None, codec_url: str | None) -> str:
+    if keyring is None:
+        return "in clear (PAYLOAD_ENCRYPTION=false)"
+    via = f"; the UI decodes through {codec_url}" if codec_url else ""
+    return f"encrypted (key {keyring.current}){via}"
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -248,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=7233, help="dev server gRPC port")
     p.add_argument("--ui-port", type=int, default=8233, help="Web UI port")
     p.add_argument("--mirror-port", type=int, default=8787, help="DummyJSON mirror port")
+    p.add_argument("--codec-port", type=int, default=8234, help="codec server port (Web UI)")
     args = p.parse_args(argv)
     # Installed explicitly: under a background shell job SIGINT starts out ignored.
     signal.signal(signal.SIGTERM, _interrupt)

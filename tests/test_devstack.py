@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +35,11 @@ def free_ports(n: int) -> list[int]:
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[int]]]:
-    ports = free_ports(3)
+    ports = free_ports(4)
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("SYNC_PRODUCTS_", "TEMPORAL_", "DUMMYJSON_", "CATALOG_"))
+        if not k.startswith(("SYNC_PRODUCTS_", "TEMPORAL_", "DUMMYJSON_", "CATALOG_", "PAYLOAD_"))
     }
     env.update(DATA_DIR=str(tmp_path / "data"), SYNC_PRODUCTS_SCHEDULE="*/2 * * * * *")
     yield env, ports
@@ -49,7 +51,7 @@ class Stack:
     stdout."""
 
     def __init__(self, env: dict[str, str], ports: list[int]) -> None:
-        port, ui_port, mirror_port = ports
+        port, ui_port, mirror_port, *codec = ports
         self.log = Path(env["DATA_DIR"]).parent / f"devstack-{time.monotonic_ns()}.log"
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
@@ -62,7 +64,8 @@ class Stack:
                     "--ui-port",
                     str(ui_port),
                 ]
-                + ["--mirror-port", str(mirror_port)],
+                + ["--mirror-port", str(mirror_port)]
+                + [arg for p in codec for arg in ("--codec-port", str(p))],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -137,6 +140,23 @@ def _list_row(env: dict[str, str], port: int) -> dict[str, object]:
     return row
 
 
+def assert_private(data_dir: Path) -> None:
+    """The data directory and what holds histories, keys and the catalog: the owner's only."""
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("temporal.db", "catalog.db", "payload.keys", "connections.key"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+
+
+def assert_ui_decodes_through_the_codec_server(ui_port: int, codec_port: int) -> None:
+    """The Web UI is told the codec endpoint, and that endpoint answers the UI's origin."""
+    ui_settings = httpx.get(f"http://127.0.0.1:{ui_port}/api/v1/settings", timeout=10).json()
+    endpoint = ui_settings["Codec"]["Endpoint"]
+    assert endpoint == f"http://127.0.0.1:{codec_port}"
+    origin = f"http://localhost:{ui_port}"
+    reply = httpx.options(f"{endpoint}/decode", headers={"Origin": origin}, timeout=10)
+    assert reply.status_code == 204 and reply.headers["access-control-allow-origin"] == origin
+
+
 def test_make_run_fills_the_catalog_stops_cleanly_and_resumes(
     stack_env: tuple[dict[str, str], list[int]],
 ) -> None:
@@ -153,11 +173,15 @@ def test_make_run_fills_the_catalog_stops_cleanly_and_resumes(
             time.sleep(0.2)
         fires_before = schedule_row(env, ports[0])["fires"]
         assert isinstance(fires_before, int) and fires_before >= 1
+        assert_private(Path(env["DATA_DIR"]))
+        assert_ui_decodes_through_the_codec_server(ports[1], ports[3])
     finally:
         out = stack.stop()
     assert "stopped temporal" in out and "stopped worker" in out and "stopped mirror" in out
-    for port in ports:  # everything it started is gone
+    assert "stopped codec-server" in out
+    for port in ports:  # everything it started is gone (TIME_WAIT after our requests is fine)
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
 
     stack = Stack(env, ports)
