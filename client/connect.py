@@ -55,18 +55,18 @@ async def connect(settings: Settings) -> Client:
 
 
 def _unavailable(target: TemporalTarget, exc: BaseException) -> UserError:
-    text = str(exc)
-    if "certificate" in text.lower() or "UnknownIssuer" in text:
+    text = str(exc).lower()
+    if "certificate" in text or "unknownissuer" in text:
         return ConfigError(
             f"TEMPORAL_TLS_SERVER_CA_CERT_PATH: the server at {target.address} presented a "
             "certificate we do not trust; set it to the CA that signed it (or "
             "TEMPORAL_TLS_SERVER_NAME to the name in the certificate)"
         )
-    if target.secured and ("tls" in text.lower() or "handshake" in text.lower()):
+    if target.secured and text and "refused" not in text:  # something answered, not with us
         return ConfigError(
-            f"TEMPORAL_TLS_*: the TLS handshake with {target.address} failed; if the server "
-            "wants mTLS set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH, "
-            "without TLS set TEMPORAL_TLS=false"
+            f"TEMPORAL_TLS: {target.address} dropped our TLS connection; if it wants mTLS set "
+            "TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH, if it does not "
+            "speak TLS set TEMPORAL_TLS=false"
         )
     secured = " (with TLS)" if target.secured else ""
     return ServerUnavailable(
