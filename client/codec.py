@@ -59,7 +59,8 @@ class Keyring:
             if not sep or not KEY_ID_PATTERN.fullmatch(key_id):
                 raise KeyringError(f"entry {n} is not `id:key` (id: letters, digits, . _ -)")
             try:
-                key = base64.urlsafe_b64decode(encoded.strip() + "=" * (-len(encoded) % 4))
+                padded = encoded.strip() + "=" * (-len(encoded.strip()) % 4)
+                key = base64.b64decode(padded, altchars=b"-_", validate=True)
             except (binascii.Error, ValueError):
                 raise KeyringError(f"key {key_id!r} is not base64") from None
             if len(key) != KEY_BYTES:

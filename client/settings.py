@@ -68,6 +68,12 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at least {SESSION_SECRET_MIN} characters")
         return value
 
+    @field_validator("payload_keys", "codec_auth_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`PAYLOAD_KEYS=` (as compose passes an unset variable) means: not set."""
+        return None if value == "" else value
+
     @field_validator("payload_keys")
     @classmethod
     def _keyring(cls, value: SecretStr | None) -> SecretStr | None:

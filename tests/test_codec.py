@@ -1,0 +1,108 @@
+"""The payload codec and its keyring: rotation, tampering, old plain payloads, bad keys; and the
+codec server's token and body bound."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads
+
+from client.codec import EncryptionCodec, Keyring, KeyringError
+from client.codec_server import CodecServer
+from client.errors import ConfigError
+from client.settings import Settings, load_settings
+
+K1, K2 = Keyring.new_entry(), Keyring.new_entry()
+
+
+def plain(text: str) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
+
+
+async def test_rotation_encrypts_with_the_newest_and_reads_with_any_listed() -> None:
+    old = EncryptionCodec(Keyring.parse(K1))
+    (sealed_old,) = await old.encode([plain("secret-1")])
+    assert b"secret-1" not in sealed_old.SerializeToString()
+
+    rotated = EncryptionCodec(Keyring.parse(f"{K2},{K1}"))
+    (sealed_new,) = await rotated.encode([plain("secret-2")])
+    assert sealed_new.metadata["encryption-key-id"] == K2.split(":")[0].encode()
+    assert await rotated.decode([sealed_old, sealed_new]) == [plain("secret-1"), plain("secret-2")]
+
+    with pytest.raises(KeyringError, match=K1.split(":")[0]):  # the old key dropped too soon
+        await EncryptionCodec(Keyring.parse(K2)).decode([sealed_old])
+
+
+async def test_a_tampered_payload_fails_and_a_plain_one_passes_through() -> None:
+    codec = EncryptionCodec(Keyring.parse(K1))
+    (sealed,) = await codec.encode([plain("x")])
+    sealed.data = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
+    with pytest.raises(KeyringError, match="fails authentication"):
+        await codec.decode([sealed])
+    assert await codec.decode([plain("from an older history")]) == [plain("from an older history")]
+
+
+async def test_encryption_off_sends_clear_but_still_reads_encrypted() -> None:
+    (sealed,) = await EncryptionCodec(Keyring.parse(K1)).encode([plain("x")])
+    off = EncryptionCodec(Keyring.parse(K1), encrypt=False)
+    assert await off.encode([plain("y")]) == [plain("y")]
+    assert await off.decode([sealed]) == [plain("x")]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("nokey", "entry 1 is not `id:key`"),
+        ("a:!!!", "not base64"),
+        ("a:c2hvcnQ=", "5 bytes, not 32"),
+        (f"{K1},{K1}", "listed twice"),
+    ],
+)
+def test_bad_payload_keys_are_one_line_without_the_value(
+    value: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYLOAD_KEYS", value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value).startswith("PAYLOAD_KEYS='(hidden)'") and reason in str(err.value)
+    assert K1.split(":")[1] not in str(err.value)
+
+
+def test_the_keys_file_is_made_once_for_you_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PAYLOAD_KEYS")
+    settings = Settings(data_dir=tmp_path / "data")
+    first = settings.keyring()
+    assert first is not None and settings.keyring() == first
+    assert stat.S_IMODE((tmp_path / "data" / "payload.keys").stat().st_mode) == 0o600
+    off = Settings(data_dir=tmp_path / "other", payload_encryption=False)
+    assert off.keyring() is None and not (tmp_path / "other" / "payload.keys").exists()
+
+
+@pytest.fixture
+def server() -> Iterator[CodecServer]:
+    srv = CodecServer(("127.0.0.1", 0), Keyring.parse(K1), token="t0ken")
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_the_codec_server_wants_its_token_and_round_trips(server: CodecServer) -> None:
+    body = json_format.MessageToDict(Payloads(payloads=[plain("hello")]))
+    assert httpx.post(f"{server.url}/encode", json=body).status_code == 401
+    auth = {"Authorization": "Bearer t0ken"}
+    encoded = httpx.post(f"{server.url}/encode", json=body, headers=auth)
+    assert encoded.status_code == 200 and "hello" not in encoded.text
+    decoded = httpx.post(f"{server.url}/decode", json=encoded.json(), headers=auth)
+    payloads = json_format.ParseDict(decoded.json(), Payloads()).payloads
+    assert list(payloads) == [plain("hello")]
+    assert httpx.post(f"{server.url}/decode", content=b"{", headers=auth).status_code == 400
