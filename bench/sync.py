@@ -2,7 +2,8 @@
 
 Starts its own Temporal dev server, mirror and worker (nothing else needs to run), then times
 the CLI command end to end (process start to exit) and reads the job's own duration from the
-report. Prints one table. Usage: .venv/bin/python bench/sync.py [--runs 5] [--latency-ms 0]
+report, with payload encryption off and on (the default), in one run. Prints one table.
+Usage: .venv/bin/python bench/sync.py [--runs 5] [--latency-ms 0]
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from client.codec import Keyring  # noqa: E402
+from client.connect import converter_for  # noqa: E402
 from client.settings import Settings  # noqa: E402
 from devtools.mirror import Faults, Mirror  # noqa: E402
 from worker import build_worker  # noqa: E402
@@ -61,43 +65,53 @@ async def main() -> None:
         dev_server_startup_timeout=timedelta(seconds=60),  # the SDK's 5 s is tight here
     )
     mirror = Mirror(faults=Faults(latency_ms=a.latency_ms)).start()
+    address = env_server.client.service_client.config.target_host
+    keys = Keyring.new_entry()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            dummyjson_base_url=mirror.url,
-            catalog_db=Path(tmp) / "catalog.db",
-            temporal_task_queue="bench",
-        )
-        env = {
-            **os.environ,
-            "TEMPORAL_ADDRESS": env_server.client.service_client.config.target_host,
-            "TEMPORAL_TASK_QUEUE": "bench",
-            "DUMMYJSON_BASE_URL": mirror.url,
-        }
-        async with build_worker(env_server.client, settings):
-            for kind, args in (
-                ("full (194 created)", ()),
-                ("no change (194 unchanged)", ()),
-                ("dry run", ("--dry-run",)),
-            ):
-                walls, jobs = [], []
-                runs = 1 if kind.startswith("full") else a.runs
-                for _ in range(runs):
-                    if kind.startswith("full"):
-                        settings.catalog_path.unlink(missing_ok=True)
-                    wall, report = await run_cli(env, *args)
-                    walls.append(wall)
-                    jobs.append(float(report["duration_s"]))  # type: ignore[arg-type]
-                rows.append((kind, runs, statistics.median(walls), statistics.median(jobs)))
+    for encryption in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            queue = f"bench-{'encrypted' if encryption else 'clear'}"
+            settings = Settings(
+                dummyjson_base_url=mirror.url,
+                catalog_db=Path(tmp) / "catalog.db",
+                temporal_task_queue=queue,
+                payload_encryption=encryption,
+                payload_keys=keys,  # type: ignore[arg-type]
+            )
+            env = {
+                **os.environ,
+                "TEMPORAL_ADDRESS": address,
+                "TEMPORAL_TASK_QUEUE": queue,
+                "DUMMYJSON_BASE_URL": mirror.url,
+                "PAYLOAD_KEYS": keys,
+                "PAYLOAD_ENCRYPTION": str(encryption).lower(),
+            }
+            client = await Client.connect(address, data_converter=converter_for(settings))
+            async with build_worker(client, settings):
+                for kind, args in (
+                    ("full (194 created)", ()),
+                    ("no change (194 unchanged)", ()),
+                    ("dry run", ("--dry-run",)),
+                ):
+                    walls, jobs = [], []
+                    runs = 1 if kind.startswith("full") else a.runs
+                    for _ in range(runs):
+                        if kind.startswith("full"):
+                            settings.catalog_path.unlink(missing_ok=True)
+                        wall, report = await run_cli(env, *args)
+                        walls.append(wall)
+                        jobs.append(float(report["duration_s"]))  # type: ignore[arg-type]
+                    label = f"{kind}, {'encrypted' if encryption else 'clear'}"
+                    rows.append((label, runs, statistics.median(walls), statistics.median(jobs)))
     mirror.stop()
     await env_server.shutdown()
     print(
         f"sync-products, 194 products, batch size 15 (13 batches), 4 in flight, "
         f"mirror latency {a.latency_ms} ms"
     )
-    print(f"{'run':28} {'runs':>4} {'CLI wall s (median)':>20} {'job duration s':>15}")
+    print(f"{'run':39} {'runs':>4} {'CLI wall s (median)':>20} {'job duration s':>15}")
     for kind, runs, wall, job in rows:
-        print(f"{kind:28} {runs:>4} {wall:>20.2f} {job:>15.2f}")
+        print(f"{kind:39} {runs:>4} {wall:>20.2f} {job:>15.2f}")
 
 
 if __name__ == "__main__":
