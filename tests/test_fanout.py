@@ -4,12 +4,13 @@ never in any history, and a 501-input fire (two pages) far inside Temporal's lim
 from __future__ import annotations
 
 import asyncio
-import base64
-import re
+import json
 import sqlite3
 from datetime import timedelta
 from typing import Any
 
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -26,16 +27,19 @@ from workflows.schedule import ScheduleWorkflow
 
 from .conftest import connection_store
 from .test_schedule_loop import spec, start_loop, wait_for
+from .test_secrets import payloads_in
 
 KEYS = {"acme": "sk-acme-4f1c", "globex": "sk-globex-77ad", "initech": "sk-initech-9e02"}
 
 
 async def history_text(client: Client, wf_id: str) -> str:
     """A workflow's whole history as `temporal workflow show --output json` gives it, plus every
-    payload decoded (payloads are base64 there), so a search sees inputs, results and memos."""
+    payload decrypted and decoded, so a search sees inputs, results and memos."""
     text = (await client.get_workflow_handle(wf_id).fetch_history()).to_json()
-    payloads = re.findall(r'"data": "([A-Za-z0-9+/=]+)"', text)
-    return text + "\n".join(base64.b64decode(p).decode("utf-8", "replace") for p in payloads)
+    found = [json_format.ParseDict(p, Payload()) for p in payloads_in(json.loads(text))]
+    codec = client.data_converter.payload_codec
+    plain = await codec.decode(found) if codec else found
+    return text + "\n".join(p.data.decode("utf-8", "replace") for p in plain)
 
 
 async def history_length(client: Client, wf_id: str) -> int:
