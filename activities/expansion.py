@@ -59,7 +59,7 @@ def _bad_id_key(connection_id: str) -> dict[str, str]:
     if valid_id(connection_id):
         return {}
     readable = re.sub(r"[^a-z0-9_-]+", "-", connection_id.lower()).strip("-_")[:40]
-    digest = hashlib.sha256(connection_id.encode()).hexdigest()[:10]
+    digest = hashlib.sha256(connection_id.encode(errors="surrogatepass")).hexdigest()[:10]
     return {"key": ".".join(p for p in ("bad-id", readable, digest) if p)}
 
 

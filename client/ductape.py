@@ -4,9 +4,9 @@ A job with `repeat` becomes a schedule loop (ScheduleWorkflow) like any in sched
 every (milliseconds), limit, endDate and tz map to the schedule's fields, one run per fire. Its
 identity (product_tag, env, app, event) names the loop, `<readable slug>-<hash of the identity>`,
 and rides on the loop as a memo: submitting the job again updates that loop, and a loop of another
-identity at the same id is refused, never updated. A job
-without `repeat` is one workflow started with Temporal's start delay, so it runs once at
-`start_at` (0 = now) and survives restarts while it waits.
+identity at the same id is refused, never updated. A job without `repeat` is one workflow started
+with Temporal's start delay, so it runs once at `start_at` (0 = now) and survives restarts while
+it waits.
 
 Times: `start_at` and `repeat.endDate` are Unix timestamps in seconds, or in milliseconds when
 above 10^11 (Date.now() style), or ISO 8601 strings. `retries`: the job is run again up to that
@@ -55,7 +55,7 @@ IDENTITY_MEMO = "ductape_identity"  # the loop's exact identity, compared before
 
 def identity_hash(identity: dict[str, str | None]) -> str:
     """Hex digest of the identity as JSON, so no two fields can run into each other."""
-    text = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))  # ASCII: always encodes
     return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
 
 
