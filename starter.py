@@ -404,7 +404,8 @@ _CONNECTION_FIXES = {
     "id": "use 1 to 63 lowercase letters, digits, '_' or '-', starting with a letter or digit",
     "api_code": "use 1 to 63 lowercase letters, digits, '_' or '-' (default dummyjson)",
     "name": "give a display name of 1 to 200 characters",
-    "api_key": "give the key, or `--api-key -` to read it from stdin",
+    "api_key": "give the key (1 to 4096 printable ASCII characters: no line breaks or tabs), "
+    "or `--api-key -` to read it from stdin",
     "scope": "use a DummyJSON category slug like 'smartphones', or leave it out for all products",
 }
 

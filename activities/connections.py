@@ -15,18 +15,23 @@ opens the database.
 from __future__ import annotations
 
 import builtins
+import re
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 from cryptography.fernet import Fernet, InvalidToken
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from activities.db import Database
 from client.errors import UserError
 
 CONNECTION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+API_KEY_MAX = 4096  # far past any real key; a header that long is a paste gone wrong
+# Printable ASCII: what an HTTP header value can carry. A CR/LF would split the header (httpx
+# refuses it, quoting the whole value in its error), other control characters likewise.
+_API_KEY_CHARS = re.compile(r"[\x20-\x7e]+")
 SCOPE_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"  # a DummyJSON category slug: "mens-shirts"
 
 SCHEMA = """
@@ -54,7 +59,7 @@ class NewConnection(BaseModel):
     id: Code
     api_code: Code = "dummyjson"  # the integration it belongs to (ShipEngine's api_code)
     name: str = Field(min_length=1, max_length=200)
-    api_key: SecretStr = Field(min_length=1)  # masked in repr, str and model_dump
+    api_key: SecretStr = Field(min_length=1, max_length=API_KEY_MAX)  # masked when shown
     scope: str | None = Field(default=None, pattern=SCOPE_PATTERN)  # None: all products
     active: bool = True
 
@@ -63,6 +68,17 @@ class NewConnection(BaseModel):
     def _strip(cls, value: object) -> object:
         """A blank name or key is a mistake, and pasted keys often carry a stray newline."""
         return value.strip() if isinstance(value, str) else value
+
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe(cls, value: SecretStr) -> SecretStr:
+        """The key goes into an Authorization header: printable ASCII, no line breaks."""
+        if not _API_KEY_CHARS.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                f"use 1 to {API_KEY_MAX} printable ASCII characters: no line breaks, tabs or "
+                "other control characters"
+            )
+        return value
 
 
 class Connection(NewConnection):
@@ -84,13 +100,46 @@ class ConnectionExists(ValueError):
         self.connection_id = connection_id
 
 
-class ConnectionKeyMismatch(UserError):
+class ConnectionUnusable(UserError):
+    """A stored connection no job can use as it is; the message names it and the fix, never
+    its key. A job for it fails for good (another attempt cannot mend the row)."""
+
+
+class ConnectionKeyMismatch(ConnectionUnusable):
     def __init__(self, connection_id: str) -> None:
         super().__init__(
             f"connection {connection_id!r}: its API key was encrypted with another "
             "CONNECTIONS_KEY (or DATA_DIR/connections.key); use that key, or store this "
             "connection's key again with `starter.py connections add --replace`"
         )
+
+
+def shown_id(connection_id: str) -> str:
+    """A connection id as quoted in one line of text, even one written past the model."""
+    return repr(connection_id[:80])
+
+
+def valid_id(connection_id: str) -> bool:
+    return re.fullmatch(CONNECTION_ID_PATTERN, connection_id) is not None
+
+
+class StoredConnectionInvalid(ConnectionUnusable):
+    """A row written past `connections add` (straight into SQLite) that the model refuses."""
+
+    def __init__(self, connection_id: str, fields: builtins.list[str]) -> None:
+        if "id" in fields:
+            fix = (
+                f"its id is not valid (1 to 63 of a-z 0-9 _ -, starting with a letter or "
+                f"digit); remove it with `starter.py connections remove {shown_id(connection_id)}`"
+                " and add it again under a valid id"
+            )
+        else:
+            fix = (
+                f"its stored {' and '.join(fields)} is not valid (written past `starter.py "
+                "connections add`); store it again with `starter.py connections add --replace`"
+            )
+        super().__init__(f"connection {shown_id(connection_id)}: {fix}")
+        self.connection_id = connection_id
 
 
 class ConnectionStore:
@@ -124,16 +173,20 @@ class ConnectionStore:
             api_key = self._fernet.decrypt(row["api_key"].removeprefix(SEALED)).decode()
         except InvalidToken:
             raise ConnectionKeyMismatch(row["id"]) from None
-        return Connection(
-            id=row["id"],
-            api_code=row["api_code"],
-            name=row["name"],
-            api_key=SecretStr(api_key),
-            scope=row["scope"],
-            active=bool(row["active"]),
-            created_at=datetime.fromisoformat(row["created_at"]),
-            updated_at=datetime.fromisoformat(row["updated_at"]),
-        )
+        try:
+            return Connection(
+                id=row["id"],
+                api_code=row["api_code"],
+                name=row["name"],
+                api_key=SecretStr(api_key),
+                scope=row["scope"],
+                active=bool(row["active"]),
+                created_at=datetime.fromisoformat(row["created_at"]),
+                updated_at=datetime.fromisoformat(row["updated_at"]),
+            )
+        except ValidationError as exc:  # its text would quote the values, the key among them
+            fields = sorted({str(e["loc"][0]) for e in exc.errors(include_input=False) if e["loc"]})
+            raise StoredConnectionInvalid(row["id"], fields) from None
 
     def _fetch(self, conn: sqlite3.Connection, connection_id: str) -> Connection | None:
         row = conn.execute("SELECT * FROM connections WHERE id = ?", (connection_id,)).fetchone()

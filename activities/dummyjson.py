@@ -7,6 +7,7 @@ network errors retry with backoff; 429 retries after Retry-After; other 4xx and 
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -72,13 +73,39 @@ def _retry_after(response: httpx.Response) -> timedelta:
         return timedelta(seconds=1)
 
 
+_HEADER_SAFE = re.compile(r"[\x20-\x7e]*")  # what an HTTP header value may hold
+BAD_KEY = (
+    "invalid API key characters (line breaks, control or non-ASCII characters cannot go in an "
+    "HTTP header); store the key again with `starter.py connections add --replace`"
+)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """`text` without `secret` in any rendering an error message may use: as is, escaped as in
+    a repr (httpx quotes a bad header as bytes: b'Bearer a\\r\\nb'), and each of its lines."""
+    if not secret:
+        return text
+    forms = {secret, repr(secret)[1:-1], repr(secret.encode(errors="replace"))[2:-1]}
+    forms |= {line for line in re.split(r"[\r\n]+", secret) if len(line) >= 4}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "(hidden)")
+    return text
+
+
 class DummyJSONClient:
-    """One pooled httpx client per worker process; thread-safe, so activities share it."""
+    """One pooled httpx client per worker process; thread-safe, so activities share it.
+
+    The API key goes only into the Authorization header, and no error text built here carries
+    it: a key that cannot be a header value is refused before any request (httpx would quote it
+    whole in its error), and every message is scrubbed of it all the same.
+    """
 
     def __init__(
         self, base_url: str, *, api_key: str | None = None, category: str | None = None
     ) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._key = api_key or None
+        self._bad_key = self._key is not None and not _HEADER_SAFE.fullmatch(self._key)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key and not self._bad_key else {}
         self.base_url = base_url.rstrip("/")
         # A connection's scope: only this category's products (DummyJSON's category route).
         self.path = f"/products/category/{category}" if category else "/products"
@@ -88,13 +115,39 @@ class DummyJSONClient:
         self._http.close()
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
+        try:
+            return self._request(path, params)
+        except ApplicationError as exc:
+            if self._key is None or scrub(exc.message, self._key) == exc.message:
+                raise
+            # A last line of defence: a message that quotes the key is rebuilt without it, and
+            # without the original as its cause (a cause's text travels into history too).
+            raise ApplicationError(
+                scrub(exc.message, self._key),
+                type=exc.type,
+                non_retryable=exc.non_retryable,
+                next_retry_delay=exc.next_retry_delay,
+            ) from None
+
+    def _request(self, path: str, params: dict[str, Any]) -> Any:
         where = f"GET {path}?" + "&".join(f"{k}={v}" for k, v in params.items())
+        if self._bad_key:
+            raise ApplicationError(f"{where}: {BAD_KEY}", type="InvalidApiKey", non_retryable=True)
         try:
             response = self._http.get(path, params=params)
+        except (httpx.LocalProtocolError, ValueError) as exc:  # a header the client refused
+            if self._key is None:
+                raise
+            raise ApplicationError(
+                f"{where}: {type(exc).__name__}: the request could not be built ({BAD_KEY})",
+                type="InvalidApiKey",
+                non_retryable=True,
+            ) from None
         except httpx.HTTPError as exc:
             raise ApplicationError(
-                f"{where}: {type(exc).__name__}: {exc}", type="SourceUnavailable"
-            ) from exc
+                f"{where}: {type(exc).__name__}: {scrub(str(exc), self._key)}",
+                type="SourceUnavailable",
+            ) from None
         status = response.status_code
         if status == 429:
             delay = _retry_after(response)

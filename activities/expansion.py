@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.connections import ConnectionStore
+from activities.connections import ConnectionStore, valid_id
 from activities.db import Database
 from activities.models import ExpandedInput, Expansion, ExpansionRequest
 from jobs import expansions
@@ -52,6 +52,17 @@ def input_hash(args: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(args, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _bad_id_key(connection_id: str) -> dict[str, str]:
+    """A connection whose id is no valid key (a row written straight into SQLite, `../evil`)
+    gets a key of its own, so only its job fails (the store refuses the row, naming it) and the
+    fire's other connections still run. The `.` keeps it apart from every valid id."""
+    if valid_id(connection_id):
+        return {}
+    readable = re.sub(r"[^a-z0-9_-]+", "-", connection_id.lower()).strip("-_")[:40]
+    digest = hashlib.sha256(connection_id.encode(errors="surrogatepass")).hexdigest()[:10]
+    return {"key": ".".join(p for p in ("bad-id", readable, digest) if p)}
+
+
 class ExpansionActivities:
     """Bound to the application database: connections to fan out over, pages to store."""
 
@@ -71,7 +82,7 @@ class ExpansionActivities:
         result = None if function == "connections" else self._call(function, req)
         if result is None:
             result = [
-                {**req.args, "connection_id": cid}
+                {**req.args, "connection_id": cid, **_bad_id_key(cid)}
                 for cid in self.connections.active_ids(req.api_code)
             ]
             function = f"{function} (one per connection)" if function != "connections" else function

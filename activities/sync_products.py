@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.catalog import CatalogProduct, CatalogTarget, from_dummyjson
-from activities.connections import ConnectionKeyMismatch, ConnectionStore
+from activities.connections import ConnectionStore, ConnectionUnusable
 from activities.dummyjson import DummyJSONClient, SourceProduct
 from activities.models import BatchRequest, BatchResult, SourceRequest
 from jobs.sync_products import ProductError
@@ -52,10 +52,8 @@ class SyncProductsActivities:
             return self.source
         try:
             conn = self.connections.get(connection_id) if self.connections else None
-        except ConnectionKeyMismatch as exc:
-            raise ApplicationError(
-                str(exc), type="ConnectionKeyMismatch", non_retryable=True
-            ) from None
+        except ConnectionUnusable as exc:  # a key sealed with another secret, a bad row
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
         if conn is None or not conn.active:
             state = "is disabled" if conn else "does not exist"
             raise ApplicationError(

@@ -1,9 +1,12 @@
 """Ductape-style jobs: `schedule({product_tag, env, event, input, retries, start_at, ...})`.
 
 A job with `repeat` becomes a schedule loop (ScheduleWorkflow) like any in schedules.toml: cron or
-every (milliseconds), limit, endDate and tz map to the schedule's fields, one run per fire. A job
-without `repeat` is one workflow started with Temporal's start delay, so it runs once at
-`start_at` (0 = now) and survives restarts while it waits.
+every (milliseconds), limit, endDate and tz map to the schedule's fields, one run per fire. Its
+identity (product_tag, env, app, event) names the loop, `<readable slug>-<hash of the identity>`,
+and rides on the loop as a memo: submitting the job again updates that loop, and a loop of another
+identity at the same id is refused, never updated. A job without `repeat` is one workflow started
+with Temporal's start delay, so it runs once at `start_at` (0 = now) and survives restarts while
+it waits.
 
 Times: `start_at` and `repeat.endDate` are Unix timestamps in seconds, or in milliseconds when
 above 10^11 (Date.now() style), or ISO 8601 strings. `retries`: the job is run again up to that
@@ -16,6 +19,8 @@ placeholders in `input` right before the job runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,19 +34,44 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.run_checks import completed_within
-from client.loops import start_schedules
+from client.errors import ConfigError
+from client.loops import schedule_id, start_schedules
 from jobs.registry import JOBS, cache_id
 from scheduling.spec import KEY_PATTERN, ScheduleSpec, SessionRef
 from scheduling.types import CronText, Duration, TimeZone, parse_duration
 from workflows.children import SESSION_MEMO
 
 MS_THRESHOLD = 10**11  # a Unix time above this is in milliseconds (10^11 s is the year 5138)
+NAME_MAX = 63  # a schedule's name (scheduling.spec.NAME_PATTERN)
+HASH_CHARS = 10  # 40 bits of sha256: a chance collision needs ~10^6 identities; forged: refused
+IDENTITY_MEMO = "ductape_identity"  # the loop's exact identity, compared before any update
+
+
+def identity_hash(identity: dict[str, str | None]) -> str:
+    """Hex digest of the identity as JSON, so no two fields can run into each other."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))  # ASCII: always encodes
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+
+
+def _fit(parts: list[str], width: int) -> str:
+    """Join the non-empty slugs with `-` in `width` characters, shortening the longest part
+    first: a 100-character tag gives way before env and event do."""
+    parts = [p for p in parts if p]
+    lengths = [len(p) for p in parts]
+    while lengths and sum(lengths) + len(lengths) - 1 > width:
+        lengths[lengths.index(max(lengths))] -= 1
+    cut = [p[:n].strip("-._") for p, n in zip(parts, lengths, strict=True)]
+    return "-".join(p for p in cut if p)
 
 
 def to_datetime(value: int | float | str) -> datetime:
@@ -151,11 +181,33 @@ class DuctapeJob(BaseModel):
         return self
 
     @property
+    def identity(self) -> dict[str, str | None]:
+        """What makes two submissions the same job: submitting it again updates its loop."""
+        return {
+            "product_tag": self.product_tag,
+            "env": self.env,
+            "app": self.app,
+            "event": self.event,
+        }
+
+    @property
     def name(self) -> str:
-        """The schedule's name: the job's identity, so submitting it again updates it."""
-        parts = [self.product_tag, self.env, self.app, self.event]
-        slug = re.sub(r"[^a-z0-9._-]+", "-", "-".join(p for p in parts if p).lower())
+        """The loop's name: a readable slug of the identity, then a hash of the exact identity.
+
+        The slug alone is lossy (`Shop!` and `shop?` read alike; a long tag would push env and
+        event past 63 characters), so the hash keeps one identity to one loop and back."""
+        readable = _fit([_slug(p) for p in self._parts()], NAME_MAX - HASH_CHARS - 1)
+        digest = identity_hash(self.identity)
+        return f"{readable}-{digest}" if readable else digest
+
+    @property
+    def legacy_name(self) -> str:
+        """The name before the hash (a loop an older version started), to find such loops."""
+        slug = re.sub(r"[^a-z0-9._-]+", "-", "-".join(self._parts()).lower())
         return slug.strip("-._")[:63]
+
+    def _parts(self) -> list[str]:
+        return [p for p in (self.product_tag, self.env, self.app, self.event) if p]
 
     @property
     def starts(self) -> datetime | None:
@@ -204,23 +256,64 @@ def _reused(job: DuctapeJob, wf_id: str, how: str) -> Submitted:
 
 async def _reusable(client: Client, wf_id: str, ttl: timedelta) -> str | None:
     """'running' or 'fresh' when the cached id's latest run can answer this request."""
+    desc = await _describe(client, wf_id)
+    if desc is None:
+        return None
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        return "running"
+    return "fresh" if completed_within(desc, ttl) else None
+
+
+async def _describe(client: Client, wf_id: str) -> WorkflowExecutionDescription | None:
     try:
-        desc = await client.get_workflow_handle(wf_id).describe()
+        return await client.get_workflow_handle(wf_id).describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
-    if desc.status == WorkflowExecutionStatus.RUNNING:
-        return "running"
-    return "fresh" if completed_within(desc, ttl) else None
+
+
+def _shown(identity: Any) -> str:
+    return json.dumps(identity, ensure_ascii=True)[:300]  # one line, whatever the fields hold
+
+
+async def _check_identity(client: Client, job: DuctapeJob) -> None:
+    """Refuse to update a loop that is not this job's, and to start a second loop beside one
+    an older version started under the hash-less name (it would go on firing the same job)."""
+    wf_id = schedule_id(job.name)
+    desc = await _describe(client, wf_id)
+    if desc is not None:
+        theirs = await desc.memo_value(IDENTITY_MEMO, None)
+        if theirs != job.identity:
+            whose = "no Ductape job" if theirs is None else f"the job {_shown(theirs)}"
+            raise ConfigError(
+                f"{job.name}: the loop {wf_id} belongs to {whose}, not {_shown(job.identity)}; "
+                "nothing changed: give this job another product_tag, env, app or event"
+            )
+        return
+    legacy = await _describe(client, schedule_id(job.legacy_name))
+    if (
+        legacy is not None
+        and legacy.status == WorkflowExecutionStatus.RUNNING
+        and await legacy.memo_value(IDENTITY_MEMO, None) is None
+    ):
+        raise ConfigError(
+            f"{job.legacy_name}: a loop started before Ductape names carried a hash "
+            f"({legacy.id}) may run this job (or another whose name reads the same) and would "
+            f"go on firing beside the new loop {wf_id}; delete it with `starter.py delete "
+            f"{job.legacy_name}` (its counts are not carried over), then submit again"
+        )
 
 
 async def schedule(client: Client, job: DuctapeJob | dict[str, Any], task_queue: str) -> Submitted:
     """Ductape's `schedule()`: a repeating job starts (or updates) a loop; a one-off starts once."""
     job = job if isinstance(job, DuctapeJob) else DuctapeJob.model_validate(job)
     if job.repeat is not None:
-        (line,) = await start_schedules(client, [job.to_spec()], task_queue)
-        return Submitted(kind="schedule", workflow_id=f"schedule/{job.name}", message=line)
+        await _check_identity(client, job)
+        (line,) = await start_schedules(
+            client, [job.to_spec()], task_queue, memo={IDENTITY_MEMO: job.identity}
+        )
+        return Submitted(kind="schedule", workflow_id=schedule_id(job.name), message=line)
     token = job.session.token if job.session else None
     if job.cache:
         wf_id = cache_id(job.cache, job.event, job.input, token)

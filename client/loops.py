@@ -105,9 +105,15 @@ async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> st
 
 
 async def start_schedules(
-    client: Client, specs: list[ScheduleSpec], task_queue: str, *, start_new: bool = True
+    client: Client,
+    specs: list[ScheduleSpec],
+    task_queue: str,
+    *,
+    start_new: bool = True,
+    memo: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Start what is not running; update running loops whose spec changed."""
+    """Start what is not running (with `memo`, e.g. a Ductape job's identity); update running
+    loops whose spec changed."""
     lines = []
     for spec in specs:
         handle = client.get_workflow_handle(schedule_id(spec.name))
@@ -134,6 +140,7 @@ async def start_schedules(
                 id=handle.id,
                 task_queue=task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                memo=memo,
             )
         except WorkflowAlreadyStartedError:
             lines.append(f"{spec.name}: already running as {handle.id}; nothing started")

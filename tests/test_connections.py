@@ -176,6 +176,12 @@ def test_another_key_cannot_read_the_stored_keys_and_replace_mends_one(
         ({"name": "n" * 201}, "name"),
         ({"api_key": ""}, "api_key"),
         ({"api_key": " \n"}, "api_key"),
+        ({"api_key": "sk_a\r\nX-Injected: 1"}, "api_key"),  # would split the HTTP header
+        ({"api_key": "sk_a\nsk_b"}, "api_key"),
+        ({"api_key": "sk_a\tb"}, "api_key"),
+        ({"api_key": "sk_caf\u00e9"}, "api_key"),  # not ASCII: no header value
+        ({"api_key": "k" * 4097}, "api_key"),
+        ({"id": "../evil"}, "id"),
         ({"scope": "Smart Phones"}, "scope"),
         ({"secret": "x"}, "secret"),  # extra="forbid"
     ],
@@ -191,6 +197,50 @@ def test_limits_that_are_allowed() -> None:
     assert new("0_x-y").api_key.get_secret_value() == KEY
     pasted = new("shop", api_key=f"  {KEY}\n", name=" Main shop ")
     assert (pasted.api_key.get_secret_value(), pasted.name) == (KEY, "Main shop")
+    assert new("long", api_key="k" * 4096).api_key.get_secret_value() == "k" * 4096
+    assert new("spaced", api_key="Basic a b=").api_key.get_secret_value() == "Basic a b="
+
+
+def insert_raw(db_path: Path, connection_id: str, api_key: str) -> None:
+    """A row written straight into SQLite, past the model (an older tool, a hand-made fix)."""
+    ConnectionStore(db_path, TEST_CONNECTIONS_KEY)  # the schema
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO connections VALUES (?, 'dummyjson', 'Raw', ?, NULL, 1, ?, ?)",
+            (connection_id, api_key, *["2026-01-01T00:00:00+00:00"] * 2),
+        )
+
+
+LEAKY_KEY = "sk_line1_9d2f\r\nX-Leak: sk_line2_71ab"
+LEAKY_PARTS = ("sk_line1_9d2f", "sk_line2_71ab", "X-Leak")
+
+
+@pytest.mark.parametrize(
+    ("connection_id", "api_key", "says"),
+    [
+        ("../evil", KEY, "connection '../evil': its id is not valid"),
+        ("leaky", LEAKY_KEY, "connection 'leaky': its stored api_key is not valid"),
+    ],
+)
+def test_a_row_written_past_the_model_fails_its_own_jobs_naming_it(
+    db_path: Path, connection_id: str, api_key: str, says: str
+) -> None:
+    store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
+    store.add(new("acme"))
+    insert_raw(db_path, connection_id, api_key)
+    store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)  # seals the plain row, as on upgrade
+    assert connection_id in store.active_ids("dummyjson")  # a fire still lists it ...
+    sync = SyncProductsActivities(
+        DummyJSONClient("http://127.0.0.1:9"), SqliteCatalog(db_path), store
+    )
+    with pytest.raises(ApplicationError) as caught:  # ... and its job fails for good, naming it
+        sync.count_source_products(SourceRequest(connection_id=connection_id))
+    error = caught.value
+    assert error.non_retryable and error.type == "StoredConnectionInvalid"
+    assert error.message.startswith(says), error.message
+    assert error.__cause__ is None  # no pydantic error (which quotes values) rides along
+    assert all(part not in error.message for part in LEAKY_PARTS)
+    assert store.require("acme").api_key.get_secret_value() == KEY  # the others are untouched
 
 
 def _product(n: int) -> CatalogProduct:
@@ -346,6 +396,13 @@ ADD = ("add", "--name", "New", "--api-key", "sk_new_one")
     [
         ((*ADD, "--id", "Bad ID!"), "", "error: --id 'Bad ID!': use 1 to 63 lowercase"),
         ((*ADD, "--id", "x" * 64), "", "error: --id"),
+        ((*ADD, "--id", "../evil"), "", "error: --id '../evil': use 1 to 63 lowercase"),
+        (
+            ("add", "--id", "ok", "--name", "n", "--api-key", "sk_new_one\r\nX-Evil: 1"),
+            "",
+            "error: --api-key: give the key (1 to 4096 printable ASCII characters",
+        ),
+        (("add", "--id", "ok", "--name", "n", "--api-key", "k" * 4097), "", "error: --api-key:"),
         ((*ADD, "--id", "ok", "--api-code", "Dummy JSON"), "", "error: --api-code 'Dummy JSON'"),
         (("add", "--id", "ok", "--name", "", "--api-key", "k"), "", "error: --name '': give"),
         (("add", "--id", "ok", "--name", "  ", "--api-key", "k"), "", "error: --name"),

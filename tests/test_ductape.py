@@ -240,7 +240,8 @@ async def test_repeat_becomes_a_schedule_loop(
         "session": {"tag": "shop", "token": shop_token()},
         "repeat": {"every": 3600000, "limit": 2, "tz": "Europe/Berlin"},
     }
-    name = f"{job['product_tag']}-prd-shop-app-echo"
+    name = ductape.DuctapeJob.model_validate(job).name
+    assert name.startswith(f"{job['product_tag']}-prd-shop-app-echo-")  # then the identity's hash
     async with build_worker(client, settings):
         done = await ductape.schedule(client, job, settings.temporal_task_queue)
         assert done.kind == "schedule" and done.workflow_id == f"schedule/{name}"
