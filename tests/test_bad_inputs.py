@@ -1,0 +1,223 @@
+"""Every case of tests/bad_inputs.toml, run as a user would: a real `starter.py` (or devstack)
+process with a fresh DATA_DIR and working directory. A bad input is one line on stderr naming the
+field, exit 2, and nothing written: no new file anywhere in the case's directory.
+
+Most cases fail before anything connects; TEMPORAL_ADDRESS points at a closed port, so a case that
+wrongly gets that far fails differently (exit 1). Cases marked `server = true` run against the dev
+server with a worker, and also check that no workflow appeared on the case's task queue.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from client.settings import Settings
+from tests.conftest import client_address
+from tests.test_cli import free_port
+from worker import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE = Path(__file__).with_name("bad_inputs.toml")
+_REPEAT = re.compile(r"<<(\d+)\*(.*?)>>", re.DOTALL)
+PROCESS_TIMEOUT_S = 60
+MEMORY_CAP = 6 * 2**30  # an unbounded read (of /dev/zero) fails in the process, not the machine
+
+
+def _cap_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+
+
+def expand(text: str) -> str:
+    """`<<3000*[>>` is 3000 `[`: deep nesting and big inputs without a big table."""
+    return _REPEAT.sub(lambda m: m.group(2) * int(m.group(1)), text)
+
+
+@dataclass
+class Case:
+    id: str
+    argv: list[str]
+    expect: str  # the one stderr line contains this (the field's name)
+    exit: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # name -> text (`<<N*x>>` expanded)
+    binary: dict[str, str] = field(default_factory=dict)  # name -> hex bytes
+    dirs: list[str] = field(default_factory=list)
+    stdin: str = ""
+    server: bool = False  # needs the dev server and a worker
+    stdout_has: str | None = None  # for the few cases that succeed: what stdout shows
+    stdout_lacks: str | None = None
+    writes: bool = False  # the command's job is to write (a case that succeeds on purpose)
+
+
+def load_cases() -> list[Case]:
+    return [Case(**raw) for raw in tomllib.loads(TABLE.read_text(encoding="utf-8"))["case"]]
+
+
+CASES = load_cases()
+
+
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@dataclass
+class Outcome:
+    case: Case
+    code: int
+    out: str
+    err: str
+    new_files: set[str]
+
+    def problems(self) -> list[str]:
+        c, found = self.case, []
+        if self.code != c.exit:
+            found.append(f"exit {self.code}, expected {c.exit}")
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        if c.exit != 0:
+            if len(lines) != 1:
+                found.append(f"{len(lines)} stderr lines, expected 1")
+            elif c.expect not in lines[0]:
+                found.append(f"stderr line lacks {c.expect!r}")
+        if "Traceback" in self.err:
+            found.append("traceback")
+        if c.stdout_has is not None and c.stdout_has not in self.out:
+            found.append(f"stdout lacks {c.stdout_has!r}")
+        if c.stdout_lacks is not None and c.stdout_lacks in self.out:
+            found.append(f"stdout has {c.stdout_lacks!r}")
+        if self.new_files and not c.writes:
+            found.append(f"wrote {sorted(self.new_files)}")
+        return found
+
+    def report(self) -> str:
+        tail = (self.err.strip().splitlines() or [""])[-1][:300]
+        return f"{self.case.id}: {'; '.join(self.problems())} | stderr: {tail!r}"
+
+
+def run_case(
+    case: Case, base: Path, address: str, task_queue: str, extra: dict[str, str]
+) -> Outcome:
+    work = base / re.sub(r"[^A-Za-z0-9_.-]", "_", case.id)
+    work.mkdir(parents=True)
+    for name, text in case.files.items():
+        (work / name).write_text(expand(text), encoding="utf-8")
+    for name, hexed in case.binary.items():
+        (work / name).write_bytes(bytes.fromhex(hexed))
+    for name in case.dirs:
+        (work / name).mkdir()
+
+    def sub(text: str) -> str:
+        return text.replace("{tmp}", str(work))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_PRODUCTS_", "TEMPORAL_"))}
+    for name in ("CATALOG_DB", "SESSION_SECRET", "CONNECTIONS_KEY", "DUMMYJSON_BASE_URL"):
+        env.pop(name, None)
+    env.update(
+        DATA_DIR=str(work / "data"),
+        TEMPORAL_ADDRESS=address,
+        TEMPORAL_TASK_QUEUE=task_queue,
+        DUMMYJSON_BASE_URL="http://127.0.0.1:9",  # devstack: never start a mirror
+        **extra,
+    )
+    env.update({k: sub(v) for k, v in case.env.items()})
+    argv = [sub(a) for a in case.argv]
+    if argv[0] == "devstack":
+        cmd = [sys.executable, "-m", "devtools.devstack", *argv[1:]]
+        env["PYTHONPATH"] = str(ROOT)
+    else:
+        cmd = [sys.executable, str(ROOT / "starter.py"), *argv]
+    before = tree(work)
+    try:
+        proc = subprocess.run(
+            cmd,
+            env=env,
+            cwd=work,
+            input=case.stdin.encode(),
+            capture_output=True,
+            timeout=PROCESS_TIMEOUT_S,
+            preexec_fn=_cap_memory,
+        )
+        code, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        code, out, err = -999, exc.stdout or b"", (exc.stderr or b"") + b"\n(timed out)"
+    return Outcome(
+        case,
+        code,
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
+        tree(work) - before,
+    )
+
+
+def test_the_table_is_big_and_well_formed() -> None:
+    assert len(CASES) >= 100
+    assert len({c.id for c in CASES}) == len(CASES), "case ids are unique"
+    assert all(c.expect or c.exit == 0 for c in CASES)
+
+
+def test_every_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+    """All cases that need no server, four processes at a time; every failure is reported."""
+    address = f"127.0.0.1:{free_port()}"  # closed: a case that gets as far as connecting fails
+    cases = [c for c in CASES if not c.server]
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda c: run_case(c, tmp_path, address, "bad-inputs", {}), cases))
+    failed = [o.report() for o in outcomes if o.problems()]
+    assert not failed, f"{len(failed)} of {len(cases)} cases failed:\n" + "\n".join(failed)
+
+
+async def _workflows_on(client: Client, task_queue: str) -> list[str]:
+    return [wf.id async for wf in client.list_workflows(f"TaskQueue = '{task_queue}'")]
+
+
+def _server_cases() -> Iterator[Any]:
+    for case in CASES:
+        if case.server:
+            yield pytest.param(case, id=case.id)
+
+
+@pytest.mark.parametrize("case", _server_cases())
+async def test_bad_input_starts_nothing_on_a_real_server(
+    case: Case, dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
+) -> None:
+    """With a server and a worker there, still: one line, the exit code, and no workflow."""
+    import asyncio
+
+    address = client_address(dev_env.client)
+    async with build_worker(dev_env.client, settings):
+        outcome = await asyncio.to_thread(
+            run_case,
+            case,
+            tmp_path,
+            address,
+            settings.temporal_task_queue,
+            {"CONNECTIONS_KEY": settings.connections_secret()},
+        )
+    assert not outcome.problems(), outcome.report()
+    if case.exit == 2:
+        assert await _workflows_on(dev_env.client, settings.temporal_task_queue) == []
+
+
+def test_the_runner_passes_a_good_command(tmp_path: Path) -> None:
+    """The runner itself: a good command passes every check, so a failure means the CLI."""
+    good = Case(
+        id="good-preview",
+        argv=["preview", "--every", "1h", "--start-at", "2027-01-01T00:00:00Z", "--count", "1"],
+        expect="",
+        exit=0,
+        stdout_has="2027-01-01T00:00:00Z",
+    )
+    outcome = run_case(good, tmp_path, "127.0.0.1:9", "q", {})
+    assert not outcome.problems(), outcome.report()
