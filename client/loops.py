@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
 from client.errors import ConfigError
+from client.schedules_file import payload_problem
 from scheduling.spec import ScheduleSpec, describe_spec
 from workflows.models import ScheduleInput, ScheduleSummary, ScheduleView
 from workflows.schedule import ScheduleWorkflow
@@ -107,7 +108,14 @@ async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> st
 async def start_schedules(
     client: Client, specs: list[ScheduleSpec], task_queue: str, *, start_new: bool = True
 ) -> list[str]:
-    """Start what is not running; update running loops whose spec changed."""
+    """Start what is not running; update running loops whose spec changed.
+
+    Every spec is checked first: one that no loop could carry stops them all, before any starts.
+    """
+    for spec in specs:
+        problem = payload_problem(spec)
+        if problem:
+            raise ConfigError(f"schedule {spec.name!r}: {problem}")
     lines = []
     for spec in specs:
         handle = client.get_workflow_handle(schedule_id(spec.name))
