@@ -24,8 +24,10 @@ import argparse
 import asyncio
 import getpass
 import json
+import re
 import sqlite3
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,21 +58,34 @@ from activities.connections import (
 from client.connect import ServerUnavailable, connect, exit_process, worker_polling
 from client.ductape import DuctapeJob
 from client.ductape import schedule as schedule_job
-from client.errors import ConfigError, exit_on_user_error
+from client.errors import ConfigError, OneLineParser, exit_on_user_error
 from client.loops import control, query_view, schedule_id, start_schedules, status_of
-from client.schedules_file import DEFAULT_FILE, field_error, load_schedules, sync_products_args
+from client.schedules_file import (
+    DEFAULT_FILE,
+    MAX_DEPTH,
+    MAX_PAYLOAD_BYTES,
+    field_error,
+    load_schedules,
+    nested_too_deep,
+    never_fires,
+    payload_problem,
+    read_input_file,
+    shown,
+    sync_products_args,
+)
 from client.settings import Settings, load_settings
 from jobs.sessions import issue_token
 from jobs.sync_products import SyncProductsInput, SyncReport
 from scheduling.cron import parse_cron
 from scheduling.plan import Timing
-from scheduling.spec import describe_spec
+from scheduling.spec import EARLIEST, LATEST, NAME_PATTERN, describe_spec
 from scheduling.types import parse_duration, parse_timezone
 from workflows.models import PauseRequest, ScheduleSummary
 from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
 
 T = TypeVar("T")
+SQLITE_HEADER = b"SQLite format 3\x00"
 console = Console()
 err_console = Console(stderr=True)
 
@@ -246,9 +261,8 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         )
     except ValidationError as exc:
         raise ConfigError(f"--{field_error(exc).replace('_', '-')}") from None
-    if inp.connection_id and not ConnectionStore(
-        settings.catalog_path, settings.connections_secret()
-    ).exists(inp.connection_id):
+    store = _existing_store(settings) if inp.connection_id else None
+    if inp.connection_id and (store is None or not store.exists(inp.connection_id)):
         raise ConfigError(
             f"--connection: no connection {inp.connection_id!r}; `starter.py connections list`"
         )
@@ -278,8 +292,21 @@ CONTROLS: dict[str, UpdateMethodMultiParam[..., str]] = {
 }
 
 
+def _check_name(name: str) -> None:
+    """A schedule name as the file allows it, checked before anything connects."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(
+            f"name: {shown(name)} is not a schedule name; names are 1 to 63 of a-z 0-9 . _ - "
+            "starting with a letter or digit (`starter.py list` shows them)"
+        )
+
+
 async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     """pause / resume / trigger / delete: one Temporal Update each, refused with a reason."""
+    _check_name(args.name)
+    note_max = 500  # PauseRequest's
+    if getattr(args, "note", None) is not None and len(args.note) > note_max:
+        raise ConfigError(f"--note: {len(args.note)} characters; keep it to {note_max}")
     client = await _client(settings, need_worker=True)
     handle = await _running(client, args.name)
     arg = [PauseRequest(note=args.note)] if args.command in ("pause", "resume") else []
@@ -300,6 +327,7 @@ async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
+    _check_name(args.name)
     client = await _client(settings, need_worker=True)
     handle = client.get_workflow_handle(schedule_id(args.name))
     status = await status_of(handle)
@@ -369,7 +397,7 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     if args.cron is not None:
         _flag("--cron", parse_cron, args.cron)
     else:
-        _flag("--every", parse_duration, args.every)
+        _flag("--every", _every, args.every)
     timing = Timing.build(
         cron=args.cron, every=args.every, timezone=args.tz, anchor=anchor or datetime.now(UTC)
     )
@@ -389,7 +417,8 @@ def _flag(flag: str, parse: Callable[..., T], *values: Any) -> T:
 
 
 def _aware(text: str, tz: ZoneInfo) -> datetime:
-    """An ISO 8601 time; without an offset it is wall-clock time in the zone."""
+    """An ISO 8601 time; without an offset it is wall-clock time in the zone. In the range a
+    schedule's start_at may take, so the fire-time arithmetic cannot overflow."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -397,7 +426,35 @@ def _aware(text: str, tz: ZoneInfo) -> datetime:
             f"{text!r} is not an ISO 8601 time; use e.g. 2027-01-01T09:00:00Z "
             "(without an offset it is in --tz)"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=tz)
+    value = value if value.tzinfo else value.replace(tzinfo=tz)
+    if not _in_range(value):
+        raise ValueError(f"{text!r} is out of range; use a time from {EARLIEST.year} to 8999")
+    return value
+
+
+def _in_range(value: datetime) -> bool:
+    try:
+        return EARLIEST <= value.astimezone(UTC) < LATEST
+    except OverflowError:
+        return False
+
+
+def _every(text: str) -> timedelta:
+    """As a schedule takes it: at least a second (fire ids have one-second resolution)."""
+    every = parse_duration(text)
+    if every < timedelta(seconds=1):
+        raise ValueError(f"{text!r} is under a second; use 1s or more (a number is milliseconds)")
+    return every
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range; use 1 to 1000")
+    return value
 
 
 _CONNECTION_FIXES = {
@@ -434,28 +491,102 @@ def _new_connection(args: argparse.Namespace) -> NewConnection:
     except ValidationError as exc:
         err = exc.errors(include_input=False)[0]
         field = str(err["loc"][0]) if err["loc"] else "id"
-        shown = "" if field == "api_key" else f" {fields.get(field)!r}"  # the key is never shown
+        value = "" if field == "api_key" else f" {shown(fields.get(field))}"  # never the key
         fix = _CONNECTION_FIXES.get(field, err["msg"])
-        raise ConfigError(f"--{field.replace('_', '-')}{shown}: {fix}") from None
+        raise ConfigError(f"--{field.replace('_', '-')}{value}: {fix}") from None
 
 
-async def cmd_connections(args: argparse.Namespace, settings: Settings) -> int:
-    """The connection registry, read and written here directly: a key never enters Temporal."""
-    new = _new_connection(args) if args.action == "add" else None  # validated before any write
+def _catalog_error(settings: Settings, why: object) -> ConfigError:
+    return ConfigError(
+        f"CATALOG_DB={str(settings.catalog_path)!r}: {why}; set it to a SQLite file in a "
+        "directory you can write"
+    )
+
+
+def _probe_writable(directory: Path) -> None:
+    """OSError unless a file can be made in `directory`, or (missing) in the first parent that
+    exists, where mkdir would make it. Leaves nothing behind: an unnamed temporary file."""
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    with tempfile.TemporaryFile(dir=directory):
+        pass
+
+
+def _probe_database(settings: Settings) -> None:
+    """An existing CATALOG_DB must be a SQLite database: its header says so (an empty file is an
+    empty database). Read, not opened with sqlite3, which would leave -wal and -shm files."""
     try:
-        store = ConnectionStore(settings.catalog_path, settings.connections_secret())
-        return _connection_action(args, store, new)
-    except sqlite3.Error as exc:
+        with settings.catalog_path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise _catalog_error(settings, f"cannot read it ({exc.strerror or exc})") from None
+    if head and head != SQLITE_HEADER:
+        raise _catalog_error(settings, "not a SQLite database")
+
+
+def _secret_dir_ready(settings: Settings, name: str, variable: str) -> None:
+    """Before anything is written: DATA_DIR can take the secret file `name` if it is to be made
+    (the variable `variable` unset and no file yet)."""
+    if getattr(settings, variable.lower()) is not None or (settings.data_dir / name).exists():
+        return
+    try:
+        _probe_writable(settings.data_dir)
+    except OSError as exc:
         raise ConfigError(
-            f"CATALOG_DB={str(settings.catalog_path)!r}: {exc}; set it to a writable file "
-            "in an existing directory"
+            f"DATA_DIR={str(settings.data_dir)!r}: cannot write {name} there "
+            f"({exc.strerror or exc}); set DATA_DIR to a directory you can write, or set {variable}"
         ) from None
 
 
+def _existing_store(settings: Settings) -> ConnectionStore | None:
+    """The registry if CATALOG_DB exists; None (and nothing made) if it does not."""
+    if not settings.catalog_path.exists():
+        return None
+    _probe_database(settings)
+    try:
+        return ConnectionStore(settings.catalog_path, settings.connections_secret())
+    except sqlite3.Error as exc:
+        raise _catalog_error(settings, exc) from None
+
+
+def _store_for_writing(settings: Settings) -> ConnectionStore:
+    """The registry, made if missing, once every path it needs is known to be writable, so a
+    bad CATALOG_DB or DATA_DIR leaves no half-made files behind."""
+    _secret_dir_ready(settings, "connections.key", "CONNECTIONS_KEY")
+    if settings.catalog_path.exists():
+        _probe_database(settings)
+    else:
+        try:
+            _probe_writable(settings.catalog_path.parent)
+        except OSError as exc:
+            raise _catalog_error(settings, f"cannot create it ({exc.strerror or exc})") from None
+    try:
+        return ConnectionStore(settings.catalog_path, settings.connections_secret())
+    except (sqlite3.Error, OSError) as exc:
+        raise _catalog_error(settings, exc) from None
+
+
+async def cmd_connections(args: argparse.Namespace, settings: Settings) -> int:
+    """The connection registry, read and written here directly: a key never enters Temporal.
+
+    Only `add` creates CATALOG_DB (and DATA_DIR/connections.key); the other actions on a
+    registry that does not exist yet find nothing and write nothing."""
+    new = _new_connection(args) if args.action == "add" else None  # validated before any write
+    store = _store_for_writing(settings) if new is not None else _existing_store(settings)
+    try:
+        return _connection_action(args, store, new, settings)
+    except sqlite3.Error as exc:
+        raise _catalog_error(settings, exc) from None
+
+
 def _connection_action(
-    args: argparse.Namespace, store: ConnectionStore, new: NewConnection | None
+    args: argparse.Namespace,
+    store: ConnectionStore | None,
+    new: NewConnection | None,
+    settings: Settings,
 ) -> int:
     if new is not None:
+        assert store is not None
         replaced = args.replace and store.exists(new.id)
         try:
             store.add(new, replace=args.replace)
@@ -464,19 +595,19 @@ def _connection_action(
         console.print(f"connection {new.id} {'replaced' if replaced else 'added'}")
         return 0
     if args.action == "list":
-        rows = store.list(active_only=args.active)
+        rows = [] if store is None else store.list(active_only=args.active)
         if args.json:
             dumped = [c.model_dump(mode="json", exclude={"api_key"}) for c in rows]
             print(json.dumps(dumped, indent=2))
             return 0
-        table = Table(title=f"connections in {store.path}")
+        table = Table(title=f"connections in {settings.catalog_path}")
         for col in ("id", "api code", "name", "scope", "active", "updated"):
             table.add_column(col)
         for c in rows:  # never the key, not even masked
             table.add_row(
                 c.id,
                 c.api_code,
-                escape(c.name),
+                escape(_printable(c.name)),
                 c.scope or "all products",
                 "yes" if c.active else "no",
                 f"{c.updated_at:%Y-%m-%d %H:%M:%SZ}",
@@ -486,6 +617,8 @@ def _connection_action(
             err_console.print("no connections yet: `starter.py connections add` adds one")
         return 0
     try:
+        if store is None:
+            raise ConnectionNotFound(args.id)
         if args.action == "remove":
             if not store.remove(args.id):
                 raise ConnectionNotFound(args.id)
@@ -494,12 +627,19 @@ def _connection_action(
         active = args.action == "enable"
         before = store.require(args.id)
         store.set_active(args.id, active)
-    except ConnectionNotFound as exc:
-        raise ConfigError(f"id: {exc}") from None
+    except ConnectionNotFound:
+        raise ConfigError(
+            f"id: no connection {shown(args.id)}; `starter.py connections list` shows them"
+        ) from None
     state = "enabled" if active else "disabled"
     already = " (it already was)" if before.active == active else ""
     console.print(f"connection {args.id} {state}{already}")
     return 0
+
+
+def _printable(text: str) -> str:
+    """Control characters (a terminal escape in a name) shown escaped, not sent to the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _connections_parser(sub: Any) -> None:
@@ -526,16 +666,7 @@ def _connections_parser(sub: Any) -> None:
 
 async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     """A Ductape job file: validated whole, then started; `--wait` prints a one-off's result."""
-    try:
-        data = json.loads(args.file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{args.file}: no such job file; pass --file PATH") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{args.file}: not valid JSON: {exc}") from None
-    try:
-        job = DuctapeJob.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{args.file}: {field_error(exc)}") from None
+    job = _ductape_job(args.file)
     client = await _client(settings, need_worker=False)
     done = await schedule_job(client, job, settings.temporal_task_queue)
     console.print(done.message)
@@ -551,20 +682,82 @@ async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ScheduleSpec's fields as a Ductape job names them, in the checks made before it starts.
+_DUCTAPE_FIELDS = {"args": "input", "end_at": "repeat.endDate", "cron": "repeat.cron"}
+
+
+def _ductape_job(path: Path) -> DuctapeJob:
+    """The job file read (bounded), parsed and checked as the loop or the server would, so a
+    job that could not run is one line here and nothing starts."""
+    try:
+        data = json.loads(read_input_file(path, "job"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; flatten it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f'{path}: a job is a JSON object ({{"event": ...}}), not a {type(data).__name__}'
+        )
+    try:
+        job = DuctapeJob.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {field_error(exc)}") from None
+    if nested_too_deep(job.input):
+        raise ConfigError(f"{path}: input: nested more than {MAX_DEPTH} deep; flatten it")
+    if job.repeat is not None:
+        spec = job.to_spec()
+        problem = payload_problem(spec) or never_fires(spec, datetime.now(UTC))
+        if problem:
+            field, _, why = problem.partition(": ")
+            raise ConfigError(f"{path}: {_DUCTAPE_FIELDS.get(field, field)}: {why}")
+        return job
+    if job.starts is not None and not _in_range(job.starts):
+        raise ConfigError(
+            f"{path}: start_at: {job.starts.isoformat()} is out of range; use 0 (now) or a time "
+            f"from {EARLIEST.year} to 8999"
+        )
+    size = len(json.dumps(job.input, default=str))
+    if size > MAX_PAYLOAD_BYTES:
+        raise ConfigError(
+            f"{path}: input: {size / 2**20:.2f} MB, over the {MAX_PAYLOAD_BYTES / 2**20} MB limit "
+            "(Temporal refuses payloads over 2 MB); pass ids the job looks up, not the data"
+        )
+    return job
+
+
 async def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
-    """Issue a token; needs no server, only the secret the worker verifies with."""
+    """Issue a token; needs no server, only the secret the worker verifies with.
+
+    Every flag is checked before the secret is read, since reading it may first make it."""
     try:
         data = json.loads(args.data)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--data: not valid JSON ({exc.msg}); pass an object") from None
+    except RecursionError:
+        raise ConfigError("--data: nested too deeply to read; flatten it") from None
     if not isinstance(data, dict):
         raise ConfigError("--data: pass a JSON object, like '{\"user_id\": 42}'")
+    if nested_too_deep(data):
+        raise ConfigError(f"--data: nested more than {MAX_DEPTH} deep; flatten it")
     try:
         ttl = parse_duration(args.ttl)
     except ValueError as exc:
         raise ConfigError(f"--ttl: {exc}") from None
+    if not args.tag:
+        raise ConfigError(
+            "--tag: session tag must not be empty; use the tag the job's session names"
+        )
+    _secret_dir_ready(settings, "session.secret", "SESSION_SECRET")
     try:
-        token = issue_token(settings.session_key(), args.tag, data, ttl)
+        secret = settings.session_key()
+    except OSError as exc:
+        raise ConfigError(
+            f"DATA_DIR={str(settings.data_dir)!r}: cannot keep session.secret there "
+            f"({exc.strerror or exc}); set DATA_DIR to a directory you can write"
+        ) from None
+    try:
+        token = issue_token(secret, args.tag, data, ttl)
     except ValueError as exc:
         raise ConfigError(f"--tag: {exc}") from None
     print(token)
@@ -572,7 +765,7 @@ async def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="starter.py", description="Scheduled jobs on Temporal.")
+    p = OneLineParser(prog="starter.py", description="Scheduled jobs on Temporal.")
     sub = p.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="validate the schedules file, then start its loops")
     start.add_argument("--file", type=Path, default=DEFAULT_FILE)
@@ -601,7 +794,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pre.add_argument("--tz", default="UTC")
     pre.add_argument("--start-at", default=None, help="ISO time; default now")
     pre.add_argument("--after", default=None, help="ISO time; fires strictly after it")
-    pre.add_argument("--count", type=int, default=10, choices=range(1, 1001), metavar="N")
+    pre.add_argument("--count", type=_count, default=10, metavar="N", help="1 to 1000")
     pre.add_argument("--json", action="store_true")
     run = sub.add_parser("run", help="run a job now, ad hoc")
     run.add_argument("job", help="sync-products")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 
 class UserError(Exception):
@@ -26,3 +27,22 @@ def exit_on_user_error(main: Callable[[], Any]) -> Any:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line like every other bad input (not usage + error)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 1 to 65535 (bind() would raise OverflowError past it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port; use 1 to 65535")
+    return value

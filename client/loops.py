@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
 from client.errors import ConfigError
+from client.schedules_file import payload_problem
 from scheduling.spec import ScheduleSpec, describe_spec
 from workflows.models import ScheduleInput, ScheduleSummary, ScheduleView
 from workflows.schedule import ScheduleWorkflow
@@ -113,7 +114,14 @@ async def start_schedules(
     memo: dict[str, Any] | None = None,
 ) -> list[str]:
     """Start what is not running (with `memo`, e.g. a Ductape job's identity); update running
-    loops whose spec changed."""
+    loops whose spec changed.
+
+    Every spec is checked first: one that no loop could carry stops them all, before any starts.
+    """
+    for spec in specs:
+        problem = payload_problem(spec)
+        if problem:
+            raise ConfigError(f"schedule {spec.name!r}: {problem}")
     lines = []
     for spec in specs:
         handle = client.get_workflow_handle(schedule_id(spec.name))

@@ -6,6 +6,7 @@ one line and start nothing.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from activities.expansion import INPUT_BYTES
 from client.errors import ConfigError
 from client.settings import Settings
 from jobs import expansions
@@ -20,8 +22,12 @@ from jobs.registry import JOBS
 from jobs.sync_products import SyncProductsInput
 from scheduling.plan import Timing
 from scheduling.spec import ScheduleSpec
+from workflows.models import ScheduleInput
 
 DEFAULT_FILE = Path("schedules.toml")
+MAX_FILE_BYTES = 4 * 2**20  # a schedules or job file; read no further
+MAX_PAYLOAD_BYTES = 3 * 2**19  # 1.5 MB: what one workflow input may be, under Temporal's 2 MB
+MAX_DEPTH = 64  # lists and tables in args, nested
 
 
 def field_error(exc: ValidationError) -> str:
@@ -42,46 +48,161 @@ def sync_products_args(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return SyncProductsInput.model_validate(args).model_dump(mode="json")
 
 
+def read_input_file(path: Path, kind: str) -> str:
+    """The text of a schedules or job file, read at most MAX_FILE_BYTES: a device (/dev/zero)
+    or a huge file is refused, not read into memory; so are directories and non-UTF-8 bytes."""
+    missing = f"{path}: no such {kind} file; pass --file PATH"
+    try:
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a directory; pass --file a {kind} file")
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(missing) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read it ({exc.strerror or exc}); pass --file a {kind} file"
+        ) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(
+            f"{path}: over the {MAX_FILE_BYTES // 2**20} MB limit of a {kind} file; "
+            "pass --file a smaller one"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 (byte {exc.start}: {data[exc.start : exc.start + 1]!r}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def nested_too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether lists and tables nest deeper than `limit` (a JSON encoder gives up near 255)."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def payload_problem(spec: ScheduleSpec) -> str | None:
+    """`field: why` when the loop could not carry this spec (or its jobs their input): Temporal
+    refuses a payload over 2 MB, and the `once` expansion an input over 64 KB."""
+    if nested_too_deep(spec.args):
+        return f"args: nested more than {MAX_DEPTH} deep; flatten it"
+    size = len(ScheduleInput(spec=spec).model_dump_json())
+    if size > MAX_PAYLOAD_BYTES:
+        return (
+            f"args: {size / 2**20:.2f} MB as a workflow input, over the "
+            f"{MAX_PAYLOAD_BYTES / 2**20} MB limit (Temporal refuses payloads over 2 MB); "
+            "pass ids the job looks up, not the data"
+        )
+    job = JOBS.get(spec.job)
+    once = spec.expansion == "once" or (spec.expansion is None and job and not job.per_connection)
+    args = len(json.dumps(spec.args, default=str))
+    if once and args > INPUT_BYTES:
+        return (
+            f"args: {args // 1024} KB; a job's input holds at most {INPUT_BYTES // 1024} KB: "
+            "pass ids the job looks up, not the data"
+        )
+    return None
+
+
+def never_fires(spec: ScheduleSpec, now: datetime) -> str | None:
+    """`field: why` for a spec the loop would start and then end without firing once."""
+    timing = Timing.of(spec, now)
+    if not timing.can_fire():
+        return f"cron: {spec.cron!r} can never fire; fix it or add every"
+    if spec.end_at is not None and spec.end_at <= now:
+        return (
+            f"end_at: {spec.end_at.isoformat()} has passed: the schedule would never fire; "
+            "move end_at into the future or leave it out"
+        )
+    if spec.end_at is not None and timing.next_fire(None) is None:
+        return (
+            f"end_at: no fire time comes before {spec.end_at.isoformat()}: the schedule "
+            "would never fire; move end_at later"
+        )
+    return None
+
+
+def shown(value: Any, width: int = 80) -> str:
+    """A value as the user wrote it, escaped (repr: no terminal escapes) and cut to one width."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[: width - 5]}…{text[-4:]}"
+
+
 def load_schedules(path: Path, settings: Settings) -> list[ScheduleSpec]:
     """Read and validate the whole file; the first problem is a ConfigError naming the field."""
+    text = read_input_file(path, "schedules")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such schedules file; pass --file PATH") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; flatten it") from None
+    unknown = sorted(set(data) - {"schedule"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: {unknown[0]}: unknown top-level key; put each schedule in a "
+            "[[schedule]] table (see README 'Schedules file')"
+        )
     entries = data.get("schedule", [])
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: no [[schedule]] entries; see README 'Schedules file'")
     specs: list[ScheduleSpec] = []
+    now = datetime.now(UTC)
     for i, entry in enumerate(entries):
-        label = f"{path}: schedule {entry.get('name', f'#{i + 1}')!r}"
-        job = JOBS.get(entry.get("job", ""))
-        if job is None:
+        if not isinstance(entry, dict):
             raise ConfigError(
-                f"{label}: job: unknown job {entry.get('job')!r}; use one of {sorted(JOBS)}"
+                f"{path}: schedule #{i + 1}: {shown(entry)} is not a table; write each schedule "
+                "as a [[schedule]] table"
             )
-        if entry.get("job") == "sync-products":
-            if "cron" not in entry and "every" not in entry:
-                entry = {**entry, "cron": settings.sync_products_schedule}
-            try:
-                entry = {**entry, "args": sync_products_args(settings, **entry.get("args", {}))}
-            except ValidationError as exc:
-                raise ConfigError(f"{label}: args.{field_error(exc)}") from None
-        try:
-            spec = ScheduleSpec.model_validate(entry)
-            spec.args = job.validate_args(spec.args)
-        except ValidationError as exc:
-            prefix = "" if exc.title == "ScheduleSpec" else "args."
-            raise ConfigError(f"{label}: {prefix}{field_error(exc)}") from None
-        if spec.expansion is not None and spec.expansion not in expansions.known():
-            raise ConfigError(
-                f"{label}: expansion: unknown expansion {spec.expansion!r}; define it in "
-                f"jobs/expansions.py or use one of {expansions.known()}"
-            )
-        if not Timing.of(spec, datetime.now(UTC)).can_fire():
-            raise ConfigError(f"{label}: cron: {spec.cron!r} can never fire; fix it or add every")
+        label = f"{path}: schedule {shown(entry.get('name', f'#{i + 1}'))}"
+        spec = _entry(entry, label, settings, now)
         if any(s.name == spec.name for s in specs):
             raise ConfigError(f"{label}: name: used twice in the file")
         specs.append(spec)
     return specs
+
+
+def _entry(entry: dict[str, Any], label: str, settings: Settings, now: datetime) -> ScheduleSpec:
+    name = entry.get("job")
+    job = JOBS.get(name) if isinstance(name, str) else None
+    if job is None:
+        raise ConfigError(f"{label}: job: unknown job {shown(name)}; use one of {sorted(JOBS)}")
+    if name == "sync-products":
+        if "cron" not in entry and "every" not in entry:
+            entry = {**entry, "cron": settings.sync_products_schedule}
+        args = entry.get("args", {})
+        if not isinstance(args, dict):
+            raise ConfigError(
+                f"{label}: args: Input should be a valid dictionary; write a table, "
+                "like args = { batch_size = 50 }"
+            )
+        try:
+            entry = {**entry, "args": sync_products_args(settings, **args)}
+        except ValidationError as exc:
+            raise ConfigError(f"{label}: args.{field_error(exc)}") from None
+    try:
+        spec = ScheduleSpec.model_validate(entry)
+        spec.args = job.validate_args(spec.args)
+    except ValidationError as exc:
+        prefix = "" if exc.title == "ScheduleSpec" else "args."
+        raise ConfigError(f"{label}: {prefix}{field_error(exc)}") from None
+    if spec.expansion is not None and spec.expansion not in expansions.known():
+        raise ConfigError(
+            f"{label}: expansion: unknown expansion {spec.expansion!r}; define it in "
+            f"jobs/expansions.py or use one of {expansions.known()}"
+        )
+    problem = payload_problem(spec) or never_fires(spec, now)
+    if problem:
+        raise ConfigError(f"{label}: {problem}")
+    return spec

@@ -30,6 +30,7 @@ from scheduling.types import CronText
 TASK_QUEUE = "scheduled-jobs"
 DEFAULT_DUMMYJSON_URL = "https://dummyjson.com"
 SESSION_SECRET_MIN = 32
+TASK_QUEUE_MAX = 1000  # Temporal's limit on a task queue name
 
 
 class Settings(BaseSettings):
@@ -140,6 +141,46 @@ class Settings(BaseSettings):
             path.write_text(make(), encoding="utf-8")
         return path.read_text(encoding="utf-8").strip()
 
+    @field_validator("temporal_task_queue")
+    @classmethod
+    def _task_queue(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty or blank")
+        if value != value.strip():
+            raise ValueError("must not start or end with spaces")
+        if len(value) > TASK_QUEUE_MAX:
+            raise ValueError(f"is {len(value)} characters; Temporal takes at most {TASK_QUEUE_MAX}")
+        return value
+
+    @field_validator("data_dir", "catalog_db", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _a_directory(cls, value: Path) -> Path:
+        """Checked before anything is written there (secrets, the catalog); whether it can be
+        written is found out when something is."""
+        if value.exists() and not value.is_dir():
+            raise ValueError("is a file, not a directory")
+        if _file_above(value):
+            raise ValueError(f"{_file_above(value)} is a file, not a directory")
+        return value
+
+    @field_validator("catalog_db")
+    @classmethod
+    def _a_database_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if value.is_dir():
+            raise ValueError("is a directory, not a file")
+        if _file_above(value):
+            raise ValueError(f"{_file_above(value)} is a file, not a directory")
+        return value
+
     @field_validator("dummyjson_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -169,7 +210,18 @@ class Settings(BaseSettings):
         return self.catalog_db
 
 
+def _file_above(path: Path) -> Path | None:
+    """The first parent of `path` that exists and is not a directory (nothing can go below it)."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 _FIXES = {
+    "temporal_task_queue": "the task queue the worker polls (default scheduled-jobs)",
+    "data_dir": "a directory (made if missing), e.g. data",
+    "catalog_db": "a SQLite file path in a directory you can write, e.g. data/catalog.db",
     "sync_products_batch_size": "a whole number from 1 to 1000",
     "sync_products_max_retries": "a whole number from 0 to 20",
     "sync_products_schedule": "a cron expression like '*/2 * * * *'",

@@ -28,7 +28,7 @@ import httpx
 from activities.connections import ConnectionStore, NewConnection
 from client.codec import Keyring
 from client.connect import connect, exit_process
-from client.errors import UserError, exit_on_user_error
+from client.errors import OneLineParser, UserError, exit_on_user_error, port
 from client.loops import start_schedules
 from client.schedules_file import DEFAULT_FILE, load_schedules
 from client.settings import Settings, load_settings
@@ -283,12 +283,12 @@ def _default_sigint() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m devtools.devstack", description=__doc__)
+    p = OneLineParser(prog="python -m devtools.devstack", description=__doc__)
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="schedules file")
-    p.add_argument("--port", type=int, default=7233, help="dev server gRPC port")
-    p.add_argument("--ui-port", type=int, default=8233, help="Web UI port")
-    p.add_argument("--mirror-port", type=int, default=8787, help="DummyJSON mirror port")
-    p.add_argument("--codec-port", type=int, default=8234, help="codec server port (Web UI)")
+    p.add_argument("--port", type=port, default=7233, help="dev server gRPC port")
+    p.add_argument("--ui-port", type=port, default=8233, help="Web UI port")
+    p.add_argument("--mirror-port", type=port, default=8787, help="DummyJSON mirror port")
+    p.add_argument("--codec-port", type=port, default=8234, help="codec server port (Web UI)")
     args = p.parse_args(argv)
     # Installed explicitly: under a background shell job SIGINT starts out ignored.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -6,16 +6,28 @@ looks like, so a bad one is refused in one line before anything starts.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from scheduling.types import CronText, Duration, TimeZone, parse_duration, parse_timezone
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 KEY_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # a child's key: the last part of its workflow id
 OverlapPolicy = Literal["skip", "buffer_one", "allow_all", "cancel_other"]
+# start_at and end_at lie in this range: far enough inside datetime's (years 1 to 9999) that the
+# loop's arithmetic (a fire plus `every`, a cron search 50 years ahead) can never overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+MAX_LIMIT = 10**9
 
 
 class SessionRef(BaseModel):
@@ -39,7 +51,7 @@ class ScheduleSpec(BaseModel):
     timezone: TimeZone = "UTC"
     start_at: datetime | None = None
     end_at: datetime | None = None
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, le=MAX_LIMIT)
     args: dict[str, Any] = {}
     overlap: OverlapPolicy = "skip"
     catchup_window: Duration = "1d"
@@ -68,16 +80,30 @@ class ScheduleSpec(BaseModel):
             )
         return value
 
+    @field_validator("start_at", "end_at")
+    @classmethod
+    def _in_range(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        """A naive time is wall-clock time in the schedule's zone (declared before, so checked
+        first); either way it must lie between EARLIEST and LATEST."""
+        if value is None:
+            return None
+        if value.tzinfo is None and "timezone" in info.data:
+            value = value.replace(tzinfo=parse_timezone(info.data["timezone"]))
+        try:
+            in_range = value.tzinfo is None or EARLIEST <= value.astimezone(UTC) < LATEST
+        except OverflowError:  # year 1 east of UTC, year 9999 west of it
+            in_range = False
+        if not in_range:
+            raise ValueError(
+                f"{value.isoformat()} is out of range; use a time from "
+                f"{EARLIEST.year} to {LATEST.year - 1}"
+            )
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ScheduleSpec:
         if self.cron is None and self.every is None:
             raise ValueError("set cron or every")
-        tz = parse_timezone(self.timezone)
-        # A naive start_at/end_at is wall-clock time in the schedule's zone.
-        if self.start_at is not None and self.start_at.tzinfo is None:
-            self.start_at = self.start_at.replace(tzinfo=tz)
-        if self.end_at is not None and self.end_at.tzinfo is None:
-            self.end_at = self.end_at.replace(tzinfo=tz)
         if self.start_at and self.end_at and self.end_at <= self.start_at:
             raise ValueError("end_at must be after start_at")
         if self.after_completion and self.every is None:

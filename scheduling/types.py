@@ -7,6 +7,7 @@ check them the same way, with the same one-line message. Values keep the form th
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated
@@ -25,6 +26,7 @@ _UNITS = {
     "d": timedelta(days=1),
     "w": timedelta(weeks=1),
 }
+MAX_DURATION = timedelta(days=36500)
 
 
 def parse_timezone(name: str) -> ZoneInfo:
@@ -38,29 +40,41 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 
 def parse_duration(value: str | int | float | timedelta) -> timedelta:
-    """`30s`, `5m`, `2h`, `1d`, `1h30m`, or a number of milliseconds (Ductape's `every`)."""
-    if isinstance(value, timedelta):
-        result = value
-    elif isinstance(value, bool):
-        raise ValueError("a duration must be like 30s, 5m, 2h, 1d or a number of milliseconds")
-    elif isinstance(value, int | float):
-        result = timedelta(milliseconds=value)
-    else:
-        text = value.strip().lower().replace(" ", "")
-        if text.isdigit():
-            result = timedelta(milliseconds=int(text))
-        elif text and _DURATION.sub("", text) == "":
-            result = sum(
-                (int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text)), timedelta()
-            )
-        else:
-            raise ValueError(
-                f"{value!r} is not a duration; use 30s, 5m, 2h, 1d (or combined, 1h30m) "
-                "or a number of milliseconds"
-            )
+    """`30s`, `5m`, `2h`, `1d`, `1h30m`, or a number of milliseconds (Ductape's `every`).
+
+    At most MAX_DURATION: a longer one is a typo, and adding it to a fire time would overflow
+    the loop's date arithmetic (datetime ends at year 9999) instead of being refused here.
+    """
+    try:
+        result = _duration_of(value)
+    except OverflowError:
+        negative = isinstance(value, int | float) and value < 0
+        result = timedelta.min if negative else timedelta.max
     if result <= timedelta(0):
         raise ValueError(f"{value!r} must be longer than zero")
+    if result > MAX_DURATION:
+        raise ValueError(f"{value!r} is too long; use at most {MAX_DURATION.days}d (100 years)")
     return result
+
+
+def _duration_of(value: str | int | float | timedelta) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(
+            f"{value!r} is not a duration; use 30s, 5m, 2h, 1d or a number of milliseconds"
+        )
+    if isinstance(value, int | float):
+        return timedelta(milliseconds=value)
+    text = value.strip().lower().replace(" ", "")
+    if text.isdigit():
+        return timedelta(milliseconds=int(text))
+    if text and _DURATION.sub("", text) == "":
+        return sum((int(n) * _UNITS[unit] for n, unit in _DURATION.findall(text)), timedelta())
+    raise ValueError(
+        f"{value!r} is not a duration; use 30s, 5m, 2h, 1d (or combined, 1h30m) "
+        "or a number of milliseconds"
+    )
 
 
 def _cron(value: str) -> str:
