@@ -245,6 +245,7 @@ def run_case(
     work = base / re.sub(r"[^A-Za-z0-9_.-]", "_", case.id)
     work.mkdir(parents=True)
     for name, text in case.files.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)  # e.g. "data/payload.keys"
         (work / name).write_text(expand(text), encoding="utf-8")
     for name, hexed in case.binary.items():
         (work / name).write_bytes(bytes.fromhex(hexed))
@@ -317,7 +318,7 @@ def _server_cases() -> Iterator[Any]:
             yield pytest.param(case, id=case.id)
 
 
-@pytest.mark.parametrize("case", _server_cases())
+@pytest.mark.parametrize("case", list(_server_cases()))
 async def test_bad_input_starts_nothing_on_a_real_server(
     case: Case, dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
 ) -> None:
