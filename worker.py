@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -28,6 +30,14 @@ from workflows.notify import JobNotifier
 from workflows.schedule import ScheduleWorkflow
 from workflows.session_input import SessionResolver
 from workflows.sync_products import SyncProductsWorkflow
+
+# Heartbeats are sent at most this far apart (the SDK's default: 80% of the heartbeat timeout,
+# which would leave a heartbeating activity one second of slack against a 5 s timeout).
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
+# How long a workflow task waits for the worker that has the workflow cached before any worker
+# may take it: after a crash, what the next step of each of its workflows waits on top of the
+# heartbeat timeout (the Go and Java SDKs' default; the Python SDK's is 10 s).
+STICKY_TIMEOUT = timedelta(seconds=5)
 
 WORKFLOWS: Sequence[type] = (
     ScheduleWorkflow,
@@ -73,6 +83,8 @@ def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
         activities=activities_for(settings),
         activity_executor=ThreadPoolExecutor(max_workers=16),
         interceptors=interceptors(),
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         **kwargs,
     )
 
@@ -82,11 +94,26 @@ async def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
     settings = load_settings()
     client = await connect(settings)
-    worker = build_worker(client, settings)
+    grace = settings.graceful_shutdown
+    # On SIGTERM (a deploy) or Ctrl-C, running activities get `grace` to finish here rather
+    # than being cancelled and retried elsewhere.
+    worker = build_worker(client, settings, graceful_shutdown_timeout=grace)
     stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():  # a second one: leave now; another worker retries what ran here
+            logging.warning("%s again: stopping without waiting for running activities", sig.name)
+            os._exit(1)
+        logging.info(
+            "%s: stopping; running activities get up to %ss to finish (again: stop at once)",
+            sig.name,
+            f"{grace.total_seconds():g}",
+        )
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     logging.info(
         "worker on %s, task queue %r, source %s, catalog %s",
         settings.temporal_address,

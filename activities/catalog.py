@@ -2,7 +2,9 @@
 
 The write side is one small interface, `CatalogTarget.sync_batch`: plan a batch against what the
 target holds (create / update / unchanged, by content hash), then apply it unless it is a dry run.
-A Medusa Admin API target can implement the same method later without touching the job.
+`sync_batch_once` does the same for one batch of one sync run and keeps what it did with the
+write, so that a retry after a lost attempt reports that instead of re-planning. A Medusa Admin
+API target can implement the same methods later without touching the job.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import json
 import re
 import sqlite3
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +27,10 @@ from activities.db import Database
 from activities.dummyjson import SourceProduct
 
 CURRENCY = "usd"
+# How long the outcome of a committed batch is kept for a retry of that batch. Retries of a
+# batch end within the hour (at most 21 attempts, each at most 60 s plus a 60 s wait); a day
+# also covers a batch whose retry waited for a worker through an outage.
+OUTCOME_RETENTION = timedelta(days=1)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS products (
@@ -62,6 +68,14 @@ CREATE TABLE IF NOT EXISTS product_variants (
     updated_at         TEXT NOT NULL,
     UNIQUE (product_id, title)
 );
+CREATE TABLE IF NOT EXISTS batch_outcomes (
+    sync_run      TEXT NOT NULL,  -- `<workflow id>/<run id>` of the sync
+    batch_offset  INTEGER NOT NULL,
+    outcome       TEXT NOT NULL,  -- what the batch did, as the job reports it (JSON)
+    recorded_at   TEXT NOT NULL,
+    PRIMARY KEY (sync_run, batch_offset)
+);
+CREATE INDEX IF NOT EXISTS batch_outcomes_recorded_at ON batch_outcomes (recorded_at);
 """
 
 
@@ -149,10 +163,29 @@ class BatchPlan:
     unchanged: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BatchKey:
+    """One batch of one sync run: what every attempt at that batch has in common."""
+
+    sync_run: str  # `<workflow id>/<run id>`
+    offset: int
+
+
 class CatalogTarget(Protocol):
     def sync_batch(
         self, products: Sequence[CatalogProduct], *, tenant: str, dry_run: bool
     ) -> BatchPlan: ...
+
+    def sync_batch_once(
+        self,
+        key: BatchKey,
+        products: Sequence[CatalogProduct],
+        *,
+        tenant: str,
+        outcome: Callable[[BatchPlan], str],
+    ) -> str: ...
+
+    def batch_outcome(self, key: BatchKey) -> str | None: ...
 
 
 class SqliteCatalog:
@@ -170,6 +203,50 @@ class SqliteCatalog:
             if not dry_run:
                 self._apply(conn, plan, tenant)
         return plan
+
+    def sync_batch_once(
+        self,
+        key: BatchKey,
+        products: Sequence[CatalogProduct],
+        *,
+        tenant: str = "default",
+        outcome: Callable[[BatchPlan], str],
+    ) -> str:
+        """Plan and apply a batch, storing `outcome(plan)` under `key` in the same transaction,
+        and return it. If an earlier attempt already committed this batch (and its worker died
+        before Temporal heard of it), nothing is planned or written: its stored outcome is
+        returned, so the batch's counts are the ones of the write that happened."""
+        with self.db.transaction() as conn:
+            stored = self._outcome(conn, key)
+            if stored is not None:
+                return stored
+            plan = self._plan(conn, products, tenant)
+            self._apply(conn, plan, tenant)
+            text = outcome(plan)
+            now = datetime.now(UTC)
+            conn.execute(
+                "INSERT INTO batch_outcomes (sync_run, batch_offset, outcome, recorded_at) "
+                "VALUES (?, ?, ?, ?)",
+                (key.sync_run, key.offset, text, now.isoformat()),
+            )
+            conn.execute(  # the index makes this a range; usually an empty one
+                "DELETE FROM batch_outcomes WHERE recorded_at < ?",
+                ((now - OUTCOME_RETENTION).isoformat(),),
+            )
+        return text
+
+    def batch_outcome(self, key: BatchKey) -> str | None:
+        """What a committed attempt at this batch stored, if one did."""
+        with self.db.transaction(write=False) as conn:
+            return self._outcome(conn, key)
+
+    @staticmethod
+    def _outcome(conn: sqlite3.Connection, key: BatchKey) -> str | None:
+        row = conn.execute(
+            "SELECT outcome FROM batch_outcomes WHERE sync_run = ? AND batch_offset = ?",
+            (key.sync_run, key.offset),
+        ).fetchone()
+        return None if row is None else str(row["outcome"])
 
     def _plan(
         self, conn: sqlite3.Connection, products: Sequence[CatalogProduct], tenant: str

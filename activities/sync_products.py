@@ -1,31 +1,78 @@
 """Activities of the sync-products job: count the source, and sync one batch end to end.
 
 One activity per batch fetches, validates, transforms and upserts in one SQLite transaction, and
-returns counts only, so product data never enters workflow history. A retried batch re-plans
-against the catalog, so it cannot duplicate a row.
+returns counts only, so product data never enters workflow history. A retried batch cannot
+duplicate a row (it plans against the catalog), nor count one twice: the write and what it did
+are committed together, and a retry after a committed attempt returns what that one did.
+
+Both activities heartbeat while they run, so a worker that dies mid-batch is noticed within the
+heartbeat timeout, not the batch's start-to-close timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import threading
+from collections.abc import Iterator
 
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.catalog import CatalogProduct, CatalogTarget, from_dummyjson
+from activities.catalog import BatchKey, BatchPlan, CatalogProduct, CatalogTarget, from_dummyjson
 from activities.connections import ConnectionStore, ConnectionUnusable
 from activities.dummyjson import DummyJSONClient, SourceProduct
 from activities.models import BatchRequest, BatchResult, SourceRequest
 from jobs.sync_products import ProductError
 
 EXAMPLES = 3
+HEARTBEAT_EVERY_S = 1.0  # well inside the workflow's heartbeat timeout
 
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(part) for part in err["loc"]) or "product"
     return f"{where}: {err['msg']}"
+
+
+@contextlib.contextmanager
+def heartbeating(every_s: float = HEARTBEAT_EVERY_S) -> Iterator[None]:
+    """Heartbeat every `every_s` while the block runs, from a helper thread: one step (a slow
+    page from the source) can take longer than the heartbeat timeout. The thread ends with the
+    block. Outside an activity (a direct call) it does nothing."""
+    if not activity.in_activity():
+        yield
+        return
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            try:
+                activity.heartbeat()
+            except Exception:  # the worker is going away; its end is not ours to report
+                return
+
+    activity.heartbeat()
+    # The activity's context, so that activity.heartbeat() in the thread is this activity's.
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(beat,), name="heartbeat", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _batch_key(req: BatchRequest) -> BatchKey | None:
+    """Which sync run and batch this is (the same for every attempt at it); None for a dry run,
+    which writes nothing, and outside an activity."""
+    if req.dry_run or not activity.in_activity():
+        return None
+    info = activity.info()
+    return BatchKey(f"{info.workflow_id}/{info.workflow_run_id}", req.offset)
 
 
 class SyncProductsActivities:
@@ -77,10 +124,21 @@ class SyncProductsActivities:
 
     @activity.defn(name="count_source_products")
     def count_source_products(self, req: SourceRequest | None = None) -> int:
-        return self._source(req.connection_id if req else None).count()
+        with heartbeating():
+            return self._source(req.connection_id if req else None).count()
 
     @activity.defn(name="sync_products_batch")
     def sync_products_batch(self, req: BatchRequest) -> BatchResult:
+        with heartbeating():
+            return self._sync_batch(req)
+
+    def _sync_batch(self, req: BatchRequest) -> BatchResult:
+        key = _batch_key(req)
+        if key is not None and activity.info().attempt > 1:
+            done = self.catalog.batch_outcome(key)
+            if done is not None:  # an attempt before this one wrote the batch, then was lost
+                activity.logger.info("batch at offset %d was written already", req.offset)
+                return BatchResult.model_validate_json(done)
         page = self._source(req.connection_id).page(req.offset, req.limit)
         products: list[CatalogProduct] = []
         invalid: list[ProductError] = []
@@ -91,19 +149,30 @@ class SyncProductsActivities:
                 ref = f"dummyjson:{raw.get('id', '?')}" if isinstance(raw, dict) else "?"
                 activity.logger.warning("invalid product %s: %s", ref, _first_error(exc))
                 invalid.append(ProductError(external_id=ref, error=_first_error(exc)))
-        plan = self.catalog.sync_batch(products, tenant=req.tenant, dry_run=req.dry_run)
-        examples = {}
-        if req.dry_run:
-            examples = {
-                "create": [p.title for p in plan.create[:EXAMPLES]],
-                "update": [p.title for _, p in plan.update[:EXAMPLES]],
-            }
-        return BatchResult(
-            offset=req.offset,
-            fetched=len(page.products),
-            created=len(plan.create),
-            updated=len(plan.update),
-            unchanged=len(plan.unchanged),
-            invalid=invalid,
-            examples=examples,
-        )
+
+        def result(plan: BatchPlan) -> BatchResult:
+            examples = {}
+            if req.dry_run:
+                examples = {
+                    "create": [p.title for p in plan.create[:EXAMPLES]],
+                    "update": [p.title for _, p in plan.update[:EXAMPLES]],
+                }
+            return BatchResult(
+                offset=req.offset,
+                fetched=len(page.products),
+                created=len(plan.create),
+                updated=len(plan.update),
+                unchanged=len(plan.unchanged),
+                invalid=invalid,
+                examples=examples,
+            )
+
+        if key is None:
+            return result(self.catalog.sync_batch(products, tenant=req.tenant, dry_run=req.dry_run))
+        # A cancellation (the worker's shutdown grace ran out) waits for the commit, not the
+        # other way round.
+        with activity.shield_thread_cancel_exception():
+            stored = self.catalog.sync_batch_once(
+                key, products, tenant=req.tenant, outcome=lambda p: result(p).model_dump_json()
+            )
+        return BatchResult.model_validate_json(stored)

@@ -6,9 +6,13 @@ line naming the variable and the fix, before anything is started or written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import secrets
+import tempfile
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -25,12 +29,48 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from client.codec import Keyring, KeyringError
 from client.errors import ConfigError
 from client.temporal_profile import TemporalTarget, load_target
-from scheduling.types import CronText
+from scheduling.types import CronText, Duration, parse_duration
 
 TASK_QUEUE = "scheduled-jobs"
 DEFAULT_DUMMYJSON_URL = "https://dummyjson.com"
 SESSION_SECRET_MIN = 32
 TASK_QUEUE_MAX = 1000  # Temporal's limit on a task queue name
+
+
+def _keyring_text(text: str) -> None:
+    """A keys file must parse as PAYLOAD_KEYS does (KeyringError is a ValueError)."""
+    Keyring.parse(text)
+
+
+def _create_once(path: Path, secret: str) -> None:
+    """Write `secret` to `path` unless it exists, without a race: each process writes its
+    candidate to a private temporary file (0600) and hard-links it into place, which fails for
+    all but the first; so a reader never sees a half-written file, and everybody reads the
+    one that won."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(secret)
+            f.flush()
+            os.fsync(f.fileno())
+        # All or nothing; fails if another process was first, whose secret everybody uses then.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def _long_enough(secret: str) -> None:
+    if len(secret) < SESSION_SECRET_MIN:
+        raise ValueError(f"must be at least {SESSION_SECRET_MIN} characters")
+
+
+def _fernet(key: str) -> None:
+    try:
+        Fernet(key)
+    except ValueError:
+        raise ValueError("not a Fernet key (32 url-safe base64-encoded bytes)") from None
 
 
 class Settings(BaseSettings):
@@ -61,12 +101,19 @@ class Settings(BaseSettings):
     # A bearer token the codec server requires (`starter.py codec-server`); unset: none.
     codec_auth_token: SecretStr | None = None
     _target: TemporalTarget | None = PrivateAttr(None)
+    # How long a stopping worker (SIGTERM, Ctrl-C) lets running activities finish before it
+    # cancels them; a deploy inside this window costs no retry.
+    graceful_shutdown_timeout: Duration = "30s"
+
+    @property
+    def graceful_shutdown(self) -> timedelta:
+        return parse_duration(self.graceful_shutdown_timeout)
 
     @field_validator("session_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < SESSION_SECRET_MIN:
-            raise ValueError(f"must be at least {SESSION_SECRET_MIN} characters")
+        if value is not None:
+            _long_enough(value.get_secret_value())
         return value
 
     @field_validator("payload_keys", "codec_auth_token", mode="before")
@@ -89,10 +136,7 @@ class Settings(BaseSettings):
     @classmethod
     def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            try:
-                Fernet(value.get_secret_value())
-            except ValueError:
-                raise ValueError("not a Fernet key (32 url-safe base64-encoded bytes)") from None
+            _fernet(value.get_secret_value())
         return value
 
     def session_key(self) -> str:
@@ -100,7 +144,9 @@ class Settings(BaseSettings):
         so the worker and `starter.py session create` on one machine agree without setup."""
         if self.session_secret is not None:
             return self.session_secret.get_secret_value()
-        return self._secret_file("session.secret", lambda: secrets.token_urlsafe(48))
+        return self._secret_file(
+            "session.secret", "SESSION_SECRET", lambda: secrets.token_urlsafe(48), _long_enough
+        )
 
     def connections_secret(self) -> str:
         """CONNECTIONS_KEY, or the data directory's own: what the worker and `starter.py
@@ -108,7 +154,9 @@ class Settings(BaseSettings):
         in production (the environment, a secret store); losing it loses the stored keys."""
         if self.connections_key is not None:
             return self.connections_key.get_secret_value()
-        return self._secret_file("connections.key", lambda: Fernet.generate_key().decode())
+        return self._secret_file(
+            "connections.key", "CONNECTIONS_KEY", lambda: Fernet.generate_key().decode(), _fernet
+        )
 
     def keyring(self) -> Keyring | None:
         """PAYLOAD_KEYS, or the data directory's keys file (made on first use while encryption
@@ -118,11 +166,8 @@ class Settings(BaseSettings):
         path = self.data_dir / "payload.keys"
         if not self.payload_encryption and not path.exists():
             return None
-        text = self._secret_file("payload.keys", Keyring.new_entry)
-        try:
-            return Keyring.parse(text)
-        except KeyringError as exc:
-            raise ConfigError(f"{path}: {exc}; fix it or set PAYLOAD_KEYS") from None
+        text = self._secret_file("payload.keys", "PAYLOAD_KEYS", Keyring.new_entry, _keyring_text)
+        return Keyring.parse(text)
 
     def target(self) -> TemporalTarget:
         """The Temporal to connect to: the loaded profile with the current address/namespace."""
@@ -132,14 +177,31 @@ class Settings(BaseSettings):
             self._target, address=self.temporal_address, namespace=self.temporal_namespace
         )
 
-    def _secret_file(self, name: str, make: Callable[[], str]) -> str:
-        """A secret kept in DATA_DIR, made on first use and readable by its owner only."""
+    def _secret_file(
+        self, name: str, variable: str, make: Callable[[], str], check: Callable[[str], None]
+    ) -> str:
+        """A secret kept in DATA_DIR, made on first use and readable by its owner only. Processes
+        starting at once on a fresh DATA_DIR all end up with the same one; an existing file is
+        never replaced: an empty or damaged one stops the program, naming it."""
         path = self.data_dir / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(make(), encoding="utf-8")
-        return path.read_text(encoding="utf-8").strip()
+        try:
+            if not path.exists():
+                _create_once(path, make())
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror}; fix DATA_DIR, or set {variable}") from None
+        try:
+            secret = raw.decode("utf-8").strip()
+            if not secret:
+                raise ValueError("the file is empty")
+            check(secret)
+        except ValueError as exc:  # also UnicodeDecodeError: not text
+            reason = "not text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+            raise ConfigError(
+                f"{path}: {reason}; restore it, or set {variable} (deleting it makes a new "
+                "one, and loses what the old one protected)"
+            ) from None
+        return secret
 
     @field_validator("temporal_task_queue")
     @classmethod
@@ -231,6 +293,7 @@ _FIXES = {
     "print(secrets.token_urlsafe(48))'`",
     "payload_keys": "`id:key` entries, newest first; make one with `python -c 'from "
     "client.codec import Keyring; print(Keyring.new_entry())'`",
+    "graceful_shutdown_timeout": "a duration like 30s or 2m",
     "connections_key": "the output of `python -c 'from cryptography.fernet import Fernet; "
     "print(Fernet.generate_key().decode())'`",
 }

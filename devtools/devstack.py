@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,6 +39,8 @@ BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]  # the project: worker.py, schedules.toml
 SEARCH_ATTRIBUTES = ("ScheduleName=Keyword", "ScheduledFireTime=Datetime")
 STARTUP_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0  # per process, after its Ctrl-C; the worker gets its graceful shutdown too
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, terminal closed
 
 
 # Three demo connections (ShipEngine's "user connections"): one syncs the whole source, two sync
@@ -96,38 +100,76 @@ def wait_until(
     raise UserError(f"{what} not ready after {STARTUP_TIMEOUT_S:.0f}s; see {log}")
 
 
+class Stopping:
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed): the first one stops the stack
+    (KeyboardInterrupt); one more while it stops does not abandon the children half-way, it
+    makes the stop kill them instead of waiting."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.hurry = False
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.started:
+            self.hurry = True
+            return
+        self.started = True
+        raise KeyboardInterrupt
+
+
 class Stack:
     """The processes this run started, stopped in reverse order."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, stopping: Stopping, worker_grace_s: float) -> None:
         self.data_dir = data_dir
+        self.stopping = stopping
+        self.worker_grace_s = worker_grace_s
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(
         self, name: str, cmd: list[str], env: dict[str, str], log: bool
     ) -> subprocess.Popen[bytes]:
         out = open(self.data_dir / f"{name}.log", "ab") if log else None  # noqa: SIM115
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT if log else None,
-            start_new_session=True,
-            preexec_fn=_default_sigint,
-        )
-        self.procs.append((name, proc))
+        # No stop signal between the start and the record of a process, or it would outlive us.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT if log else None,
+                start_new_session=True,
+                preexec_fn=_default_signals,
+            )
+            self.procs.append((name, proc))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return proc
 
     def stop(self) -> None:
+        """Ctrl-C to each, last started first, waiting for it to exit; a process that takes too
+        long, and every one once a second signal came, is killed with what it started."""
+        self.stopping.started = True  # from here a signal hurries the stop, never breaks it
         for name, proc in reversed(self.procs):
-            if proc.poll() is None:
+            grace = STOP_TIMEOUT_S + (self.worker_grace_s if name == "worker" else 0)
+            if proc.poll() is None and not self.stopping.hurry:
                 proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            print(f"stopped {name} (pid {proc.pid})", flush=True)
+                deadline = time.monotonic() + grace
+                while (
+                    proc.poll() is None and not self.stopping.hurry and time.monotonic() < deadline
+                ):
+                    time.sleep(0.05)
+            verb = "stopped"
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: it and its children
+                proc.wait()
+                verb = "killed"
+            _say(f"{verb} {name} (pid {proc.pid})")
 
 
 def start_codec_server(
@@ -163,14 +205,20 @@ def temporal_ready(address: str) -> bool:
         return False
 
 
-def http_ready(url: str) -> bool:
+def http_ready(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=0.5).status_code == 200
+        return httpx.get(url, headers=headers, timeout=0.5).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def run(args: argparse.Namespace) -> int:
+def _say(text: str) -> None:
+    """Print, unless the terminal is gone (SIGHUP): stopping must go on regardless."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
+
+
+def run(args: argparse.Namespace, stopping: Stopping) -> int:
     settings = load_settings()
     specs = load_schedules(args.file, settings)  # a bad file stops us before anything starts
     os.umask(0o077)  # what this run and its processes create (temporal.db, logs) is yours only
@@ -178,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
     keys = seed_connections(settings)
     keyring = settings.keyring()  # made now, so the worker, CLI and codec server share it
     env = dict(os.environ)
-    stack = Stack(settings.data_dir)
+    stack = Stack(settings.data_dir, stopping, settings.graceful_shutdown.total_seconds())
     ui_url = codec_url = None
+    mirror_admin = ""  # the banner's line on the local mirror's admin API
     try:
         if not {"TEMPORAL_ADDRESS", "TEMPORAL_PROFILE"} & set(os.environ):
             port, ui_port = args.port, args.ui_port
@@ -219,19 +268,23 @@ def run(args: argparse.Namespace) -> int:
             mirror_port = args.mirror_port
             require_port(mirror_port, "DummyJSON mirror", "--mirror-port, or DUMMYJSON_BASE_URL")
             key_args = [arg for key in keys for arg in ("--api-key", key)]
+            token = secrets.token_urlsafe(24)  # the admin API's, new each run; only we know it
+            admin = {"Authorization": f"Bearer {token}"}
             proc = stack.spawn(
                 "mirror",
                 [sys.executable, "-m", "devtools.mirror", "--port", str(mirror_port), *key_args],
-                env,
+                {**env, "MIRROR_ADMIN_TOKEN": token},  # not in argv, which `ps` shows anyone
                 log=True,
             )
-            env["DUMMYJSON_BASE_URL"] = f"http://127.0.0.1:{mirror_port}"
+            base = env["DUMMYJSON_BASE_URL"] = f"http://127.0.0.1:{mirror_port}"
             wait_until(
-                lambda: http_ready(f"{env['DUMMYJSON_BASE_URL']}/__mirror/auth"),
+                lambda: http_ready(f"{base}/__mirror/auth", admin),
                 proc,
                 "DummyJSON mirror",
                 settings.data_dir / "mirror.log",
             )
+            header = f"Authorization: {admin['Authorization']}"
+            mirror_admin = f"  mirror admin      curl -H '{header}' {base}/__mirror/faults\n"
         stack.spawn("worker", [sys.executable, str(ROOT / "worker.py")], env, log=False)
 
         async def start() -> list[str]:
@@ -245,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
             f"  Temporal Web UI   {ui_url or '(your server: ' + settings.temporal_address + ')'}\n"
             f"  DummyJSON source  {env['DUMMYJSON_BASE_URL']}/products\n"
             f"  payloads          {_payloads_line(keyring, codec_url)}\n"
+            f"{mirror_admin}"
             f"  catalog           {settings.catalog_path}\n"
             f"  connections       {len(keys)}: .venv/bin/python starter.py connections list\n"
             f"  task queue        {settings.temporal_task_queue}\n"
@@ -259,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
                     raise UserError(f"{name} exited with code {proc.returncode}; stopping the rest")
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+        _say("\nstopping… (Ctrl-C again: kill instead of waiting)")
         return 0
     finally:
         stack.stop()
@@ -272,14 +326,12 @@ def _payloads_line(keyring: Keyring | None, codec_url: str | None) -> str:
     return f"encrypted (key {keyring.current}){via}"
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _default_sigint() -> None:
+def _default_signals() -> None:
     """A shell starts background jobs with SIGINT ignored, and children inherit that: restore
-    it, so the Ctrl-C (SIGINT) we send each process on stop still stops it."""
+    it, so the Ctrl-C (SIGINT) we send each process on stop still stops it. The stop signals
+    blocked around the spawn are unblocked in the child."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,9 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--codec-port", type=port, default=8234, help="codec server port (Web UI)")
     args = p.parse_args(argv)
     # Installed explicitly: under a background shell job SIGINT starts out ignored.
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    return int(exit_on_user_error(lambda: run(args)))
+    stopping = Stopping()
+    stopping.install()
+    return int(exit_on_user_error(lambda: run(args, stopping)))
 
 
 def cli() -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools.devstack import port_free
+
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 120
@@ -209,3 +211,92 @@ def test_a_busy_port_is_one_line_naming_it(stack_env: tuple[dict[str, str], list
         f"error: port {ports[0]} (Temporal gRPC) is busy: stop what holds it, "
         "or set --port, or TEMPORAL_ADDRESS to use your server"
     ]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid`, from /proc."""
+    parents: dict[int, int] = {}
+    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = proc_stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(proc_stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids = {p for p, pp in parents.items() if pp == parent} - found
+        found |= kids
+        todo.extend(kids)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def ports_free(ports: list[int]) -> bool:
+    """Whether a new run could serve on them (connections of killed processes may linger in
+    TIME_WAIT, which only a bind without SO_REUSEADDR minds; servers set it)."""
+    return all(port_free("127.0.0.1", port) for port in ports)
+
+
+def proc_text(pid: int, what: str) -> str:
+    return Path(f"/proc/{pid}/{what}").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
+@pytest.mark.parametrize("how", ["terminal closed (SIGHUP)", "Ctrl-C twice"])
+def test_everything_stops_when_the_terminal_closes_or_on_a_double_ctrl_c(
+    stack_env: tuple[dict[str, str], list[int]], how: str
+) -> None:
+    env, ports = stack_env
+    stack = Stack(env, ports)
+    children: set[int] = set()
+    try:
+        banner = stack.read_until("ready;")
+        children = descendants(stack.proc.pid)
+        assert len(children) >= 3, children  # the server, the mirror, the worker
+        if how.startswith("terminal"):
+            check_mirror_admin_token(banner, children)
+            stack.proc.send_signal(signal.SIGHUP)
+        else:
+            stack.proc.send_signal(signal.SIGINT)
+            time.sleep(0.1)  # while it stops the first process: a second Ctrl-C
+            stack.proc.send_signal(signal.SIGINT)
+        stack.proc.wait(timeout=STOP_TIMEOUT_S)
+        deadline = time.monotonic() + 10
+        while [pid for pid in children if alive(pid)] or not ports_free(ports):
+            assert time.monotonic() < deadline, (
+                f"left behind: {[p for p in children if alive(p)]}, ports free: "
+                f"{ports_free(ports)}\n{stack.output()}"
+            )
+            time.sleep(0.1)
+    finally:
+        for pid in children | descendants(stack.proc.pid):  # nothing outlives a failed test
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if stack.proc.poll() is None:
+            stack.proc.kill()
+            stack.proc.wait()
+    if how == "Ctrl-C twice":
+        assert "killed temporal" in stack.output()  # not waited for: killed
+
+
+def check_mirror_admin_token(banner: str, children: set[int]) -> None:
+    """The banner shows how to use the mirror's admin API; only the mirror was given the token,
+    and not in its command line (which any local process can read)."""
+    (line,) = [line for line in banner.splitlines() if "mirror admin" in line]
+    header, url = line.split("'")[1], line.split()[-1]
+    name, _, value = header.partition(": ")
+    token = value.removeprefix("Bearer ")
+    assert name == "Authorization" and token != value and url.endswith("/__mirror/faults")
+    assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers={name: value}, timeout=10).status_code == 200
+    holders = [pid for pid in children if token in proc_text(pid, "environ")]
+    assert len(holders) == 1 and "devtools.mirror" in proc_text(holders[0], "cmdline")
+    assert not [pid for pid in children if token in proc_text(pid, "cmdline")]

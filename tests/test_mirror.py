@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,6 +30,18 @@ def get_ok(client: httpx.Client, path: str = "/products", /, **params: Any) -> A
     r = client.get(path, params=params)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+def admin_get(client: httpx.Client, path: str, headers: dict[str, str]) -> Any:
+    r = client.get(path, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.fixture
+def admin(mirror: Mirror) -> dict[str, str]:
+    """The headers of an admin (/__mirror/*) request to the `mirror` fixture."""
+    return mirror.admin_headers
 
 
 @pytest.mark.parametrize(
@@ -134,50 +147,61 @@ def test_latency(mirror: Mirror, client: httpx.Client) -> None:
     assert time.monotonic() - start >= 0.15
 
 
-def test_put_faults_at_run_time(client: httpx.Client) -> None:
-    bad = client.put("/__mirror/faults", json={"error_rate": 2})
+def test_put_faults_at_run_time(client: httpx.Client, admin: dict[str, str]) -> None:
+    bad = client.put("/__mirror/faults", json={"error_rate": 2}, headers=admin)
     assert bad.status_code == 400 and bad.json()["message"]
-    assert get_ok(client, "/__mirror/faults") == Faults().model_dump()  # unchanged
+    assert admin_get(client, "/__mirror/faults", admin) == Faults().model_dump()  # unchanged
 
-    r = client.put("/__mirror/faults", json={"fail_next": 1, "latency_ms": 5})
+    r = client.put("/__mirror/faults", json={"fail_next": 1, "latency_ms": 5}, headers=admin)
     assert r.status_code == 200
-    assert get_ok(client, "/__mirror/faults") == Faults(fail_next=1, latency_ms=5).model_dump()
+    want = Faults(fail_next=1, latency_ms=5).model_dump()
+    assert admin_get(client, "/__mirror/faults", admin) == want
     assert client.get("/products").status_code == 500
     assert get_ok(client)["total"] == 194
 
 
-def test_patch_product_then_reset(client: httpx.Client) -> None:
+def test_patch_product_then_reset(client: httpx.Client, admin: dict[str, str]) -> None:
     original = get_ok(client, "/products/7")
-    r = client.patch("/__mirror/products/7", json={"price": 1.23, "title": "Changed"})
+    r = client.patch(
+        "/__mirror/products/7", json={"price": 1.23, "title": "Changed"}, headers=admin
+    )
     assert r.status_code == 200
     assert get_ok(client, "/products/7") == {**original, "price": 1.23, "title": "Changed"}
     assert get_ok(client, skip=6, limit=1)["products"][0]["title"] == "Changed"
 
-    assert client.put("/__mirror/faults", json={"fail_next": 3}).status_code == 200
-    assert client.post("/__mirror/reset").status_code == 200
+    assert client.put("/__mirror/faults", json={"fail_next": 3}, headers=admin).status_code == 200
+    assert client.post("/__mirror/reset", headers=admin).status_code == 200
     assert get_ok(client, "/products/7") == original  # data back, no failure left
-    assert get_ok(client, "/__mirror/faults") == Faults().model_dump()
+    assert admin_get(client, "/__mirror/faults", admin) == Faults().model_dump()
 
 
 def client_port(r: httpx.Response) -> int:
     return r.extensions["network_stream"].get_extra_info("client_addr")[1]
 
 
-def test_keep_alive_reuses_one_connection(client: httpx.Client) -> None:
+def test_keep_alive_reuses_one_connection(client: httpx.Client, admin: dict[str, str]) -> None:
     responses = [client.get("/products", params={"skip": s, "limit": 10}) for s in range(0, 50, 10)]
     ports = {client_port(r) for r in responses}
     responses += [
-        client.patch("/__mirror/products/3", json={"stock": 1}),
-        client.put("/__mirror/faults", json={}),
-        client.post("/__mirror/reset"),
+        client.patch("/__mirror/products/3", json={"stock": 1}, headers=admin),
+        client.put("/__mirror/faults", json={}, headers=admin),
+        client.post("/__mirror/reset", headers=admin),
         client.get("/products/3"),
     ]
     assert [r.status_code for r in responses] == [200] * 9
     assert len(ports | {client_port(responses[-1])}) == 1
 
 
-def test_admin_404_with_body_keeps_connection_usable(client: httpx.Client) -> None:
-    assert client.patch("/__mirror/products/abc", json={"price": 1}).status_code == 404
+def test_admin_404_with_body_keeps_connection_usable(
+    client: httpx.Client, admin: dict[str, str]
+) -> None:
+    r = client.patch("/__mirror/products/abc", json={"price": 1}, headers=admin)
+    assert r.status_code == 404
+    assert client.get("/products/1").status_code == 200
+
+
+def test_admin_401_with_body_keeps_connection_usable(client: httpx.Client) -> None:
+    assert client.put("/__mirror/faults", content=b"not json").status_code == 401  # not 400
     assert client.get("/products/1").status_code == 200
 
 
@@ -215,8 +239,8 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def test_no_keys_no_auth(mirror: Mirror, client: httpx.Client) -> None:
-    assert get_ok(client, "/__mirror/auth") == {"keys": 0}
+def test_no_keys_no_auth(mirror: Mirror, client: httpx.Client, admin: dict[str, str]) -> None:
+    assert admin_get(client, "/__mirror/auth", admin) == {"keys": 0}
     assert client.get("/products", headers=bearer("anything")).status_code == 200
     assert get_ok(client)["total"] == 194
     assert not mirror.requests_by_key  # nothing checked, nothing counted
@@ -248,28 +272,70 @@ def test_401_before_faults_and_latency(keyed: Mirror, kclient: httpx.Client) -> 
     assert kclient.get("/products", headers=bearer("k1")).status_code == 500
 
 
-def test_admin_needs_no_auth(kclient: httpx.Client) -> None:
-    responses = [
-        kclient.get("/__mirror/faults"),
-        kclient.get("/__mirror/stats"),
-        kclient.get("/__mirror/auth"),
-        kclient.put("/__mirror/faults", json={}),
-        kclient.patch("/__mirror/products/3", json={"stock": 1}),
-        kclient.post("/__mirror/reset"),
-    ]
-    assert [r.status_code for r in responses] == [200] * 6
+ADMIN_CALLS: list[tuple[str, str, Any]] = [
+    ("GET", "/__mirror/faults", None),
+    ("GET", "/__mirror/stats", None),
+    ("GET", "/__mirror/auth", None),
+    ("PUT", "/__mirror/faults", {"error_rate": 1}),
+    ("PUT", "/__mirror/auth", {"keys": ["mine"]}),
+    ("PATCH", "/__mirror/products/3", {"stock": 1}),
+    ("POST", "/__mirror/reset", None),
+]
+
+
+def admin_call(
+    client: httpx.Client, call: tuple[str, str, Any], headers: dict[str, str]
+) -> httpx.Response:
+    method, path, body = call
+    return client.request(method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "auth", [None, "Bearer nope", "Bearer k1", "Basic azE6", "Bearer", "TOKEN", "Bearer TOKENx"]
+)
+def test_admin_refuses_all_but_the_admin_token(
+    keyed: Mirror, kclient: httpx.Client, auth: str | None
+) -> None:
+    """No local process without the token switches auth off, locks the keys out or breaks the
+    data; an API key is not an admin token (and the token is not an API key)."""
+    header = auth.replace("TOKEN", keyed.admin_token) if auth else None
+    headers = {"Authorization": header} if header else {}
+    for call in ADMIN_CALLS + [("GET", "/__mirror", None), ("GET", "/__mirror/nope", None)]:
+        r = admin_call(kclient, call, headers)
+        assert r.status_code == 401, call
+        assert "admin token" in r.json()["message"]
+    assert keyed.api_keys == frozenset(KEYS) and keyed.faults == Faults()  # nothing changed
+    assert keyed.products[2]["stock"] != 1
+
+
+def test_admin_token_opens_the_admin_api_only(keyed: Mirror, kclient: httpx.Client) -> None:
+    responses = [admin_call(kclient, call, keyed.admin_headers) for call in ADMIN_CALLS]
+    assert [r.status_code for r in responses] == [200] * len(ADMIN_CALLS)
+    assert kclient.get("/products", headers=keyed.admin_headers).status_code == 401  # no key
     assert kclient.get("/no/such/path").status_code == 404  # not a /products route: no 401
 
 
-def test_put_auth_switches_live(mirror: Mirror, client: httpx.Client) -> None:
-    r = client.put("/__mirror/auth", json={"keys": ["live-secret", "other"]})
+def test_admin_token_given() -> None:
+    m = Mirror(admin_token="chosen").start()
+    try:
+        with httpx.Client(base_url=m.url, timeout=10) as c:
+            assert c.get("/__mirror/auth", headers=bearer("chosen")).status_code == 200
+            assert Mirror().admin_token != Mirror().admin_token  # random when not given
+    finally:
+        m.stop()
+
+
+def test_put_auth_switches_live(
+    mirror: Mirror, client: httpx.Client, admin: dict[str, str]
+) -> None:
+    r = client.put("/__mirror/auth", json={"keys": ["live-secret", "other"]}, headers=admin)
     assert (r.status_code, r.json()) == (200, {"keys": 2})
     assert client.get("/products").status_code == 401
     assert client.get("/products/1", headers=bearer("live-secret")).status_code == 200
-    got = client.get("/__mirror/auth")
+    got = client.get("/__mirror/auth", headers=admin)
     assert got.json() == {"keys": 2} and "secret" not in got.text  # never the keys themselves
 
-    assert client.put("/__mirror/auth", json={"keys": []}).json() == {"keys": 0}
+    assert client.put("/__mirror/auth", json={"keys": []}, headers=admin).json() == {"keys": 0}
     assert get_ok(client)["total"] == 194
     assert mirror.requests_by_key == {"live-secret": 1}
 
@@ -284,51 +350,74 @@ def test_set_api_keys(mirror: Mirror, client: httpx.Client) -> None:
     "body",
     [[], {}, {"keys": "k1"}, {"keys": [""]}, {"keys": [1]}, {"keys": None}, "not json"],
 )
-def test_put_auth_bad_body(kclient: httpx.Client, body: Any) -> None:
+def test_put_auth_bad_body(keyed: Mirror, kclient: httpx.Client, body: Any) -> None:
     content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    r = kclient.put("/__mirror/auth", content=content)
+    r = kclient.put("/__mirror/auth", content=content, headers=keyed.admin_headers)
     assert r.status_code == 400
     message = r.json()["message"]
     assert message and "\n" not in message
-    assert get_ok(kclient, "/__mirror/auth") == {"keys": 2}  # unchanged
+    assert admin_get(kclient, "/__mirror/auth", keyed.admin_headers) == {"keys": 2}  # unchanged
 
 
 def test_reset_keeps_constructor_keys(keyed: Mirror, kclient: httpx.Client) -> None:
+    admin = keyed.admin_headers
     assert kclient.get("/products", headers=bearer("k2")).status_code == 200
-    assert kclient.put("/__mirror/auth", json={"keys": []}).status_code == 200
+    assert kclient.put("/__mirror/auth", json={"keys": []}, headers=admin).status_code == 200
     assert kclient.get("/products").status_code == 200
-    assert kclient.post("/__mirror/reset").status_code == 200
-    assert get_ok(kclient, "/__mirror/auth") == {"keys": 2}
+    assert kclient.post("/__mirror/reset", headers=admin).status_code == 200
+    assert admin_get(kclient, "/__mirror/auth", admin) == {"keys": 2}
     assert kclient.get("/products").status_code == 401
     assert not keyed.requests_by_key
 
 
-def test_cli_api_key() -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devtools.mirror",
-            "--port",
-            "0",
-            "--api-key",
-            "k1",
-            "--api-key",
-            "k2",
-        ],
+def serve_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`python -m devtools.mirror --port 0 ARGS`, with its output readable line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "devtools.mirror", "--port", "0", *args],
         cwd=ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_cli_api_key_and_a_printed_admin_token() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MIRROR_ADMIN_TOKEN"}
+    proc = serve_cli("--api-key", "k1", "--api-key", "k2", env=env)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.startswith("DummyJSON mirror on http://127.0.0.1:"), line
         url = line.split()[3].removesuffix("/products")
+        admin_line = proc.stdout.readline()
+        assert admin_line.startswith(f"admin API {url}/__mirror/* token: "), admin_line
+        token = admin_line.split()[-1]
         with httpx.Client(base_url=url, timeout=10) as c:
             assert c.get("/products").status_code == 401
             assert [c.get("/products", headers=bearer(k)).status_code for k in KEYS] == [200] * 2
-            assert c.get("/__mirror/auth").json() == {"keys": 2}
+            assert c.get("/__mirror/auth").status_code == 401
+            assert c.get("/__mirror/auth", headers=bearer(token)).json() == {"keys": 2}
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_cli_admin_token_given_is_used_and_not_printed(how: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MIRROR_ADMIN_TOKEN"}
+    args: list[str] = []
+    if how == "flag":
+        args = ["--admin-token", "given-token"]
+    else:
+        env["MIRROR_ADMIN_TOKEN"] = "given-token"
+    proc = serve_cli(*args, env=env)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[3].removesuffix("/products")
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.put("/__mirror/auth", json={"keys": ["x"]}).status_code == 401
+            assert c.get("/__mirror/auth", headers=bearer("given-token")).json() == {"keys": 0}
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "given-token" not in out

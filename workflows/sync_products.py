@@ -2,7 +2,8 @@
 
 Batches run a few at a time (`concurrency`); each is one activity with the job's retry policy. A
 batch that still fails is recorded with its offset and the sync goes on, so one bad page costs
-one page, and the report says which.
+one page, and the report says which. The activities heartbeat: a worker that dies mid-batch
+costs the heartbeat timeout (seconds), not the batch timeout (a minute), before another retries.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.retries import retry_follows
 
 BATCH_TIMEOUT = timedelta(seconds=60)
+# The activities heartbeat every second; a changed activity option does not affect replay.
+HEARTBEAT_TIMEOUT = timedelta(seconds=5)
 MAX_LISTED = 20  # failed products listed in the report; the count is always exact
 
 
@@ -61,6 +64,7 @@ class SyncProductsWorkflow:
                 # an activity's input is not part of the determinism check)
                 SourceRequest(connection_id=inp.connection_id),
                 start_to_close_timeout=BATCH_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=retry,
             )
         except ActivityError as exc:
@@ -87,6 +91,7 @@ class SyncProductsWorkflow:
                             connection_id=inp.connection_id,
                         ),
                         start_to_close_timeout=BATCH_TIMEOUT,
+                        heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=retry,
                     )
                 except ActivityError as exc:

@@ -4,13 +4,17 @@ Faults can be switched on for tests and demos (latency, 500s, 429 with Retry-Aft
 a page that always fails), at start-up (`python -m devtools.mirror --help`) or at run time through
 `PUT /__mirror/faults`. `PATCH /__mirror/products/<id>` changes a product, to show incremental sync.
 With API keys (`--api-key`, `PUT /__mirror/auth`) /products* needs `Authorization: Bearer <key>`.
+Every `/__mirror/*` request needs `Authorization: Bearer <admin token>` (401 otherwise), so no
+other local process can switch auth off or lock the real keys out; `/products*` never takes it.
 """
 
 from __future__ import annotations
 
 import copy
+import hmac
 import json
 import random
+import secrets
 import threading
 import time
 from collections import Counter
@@ -50,6 +54,11 @@ def load_products() -> list[dict[str, Any]]:
 
 
 UNAUTHORISED = {"message": "Invalid/Expired Token!"}  # what dummyjson.com answers a bad token
+ADMIN = "/__mirror"
+ADMIN_UNAUTHORISED = {
+    "message": f"{ADMIN}/* needs 'Authorization: Bearer <admin token>' (the one the mirror "
+    "printed, or that its --admin-token / MIRROR_ADMIN_TOKEN set)"
+}
 
 
 class Mirror:
@@ -63,7 +72,11 @@ class Mirror:
         port: int = 0,
         faults: Faults | None = None,
         api_keys: Iterable[str] | None = None,
+        admin_token: str | None = None,
     ) -> None:
+        # The admin API's own credential; a random one unless given (the in-process helpers
+        # below need none).
+        self.admin_token = admin_token or secrets.token_urlsafe(24)
         self._original = products if products is not None else load_products()
         self.products = copy.deepcopy(self._original)
         self.faults = faults or Faults()
@@ -76,6 +89,17 @@ class Mirror:
         self._rng = random.Random(self.faults.seed)
         self._server = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What a `/__mirror/*` request must send."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
+    def is_admin(self, header: str | None) -> bool:
+        scheme, _, token = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.encode(), self.admin_token.encode()
+        )
 
     @property
     def url(self) -> str:
@@ -230,6 +254,8 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             query = parse_qs(url.query, keep_blank_values=True)
             path = url.path.rstrip("/") or "/"
+            if self._refused_admin(path):
+                return None
             if path == "/__mirror/faults":
                 return self._send(200, mirror.faults.model_dump())
             if path == "/__mirror/stats":
@@ -240,6 +266,15 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 self._products(path, query)
             except BadRequest as exc:
                 self._send(400, {"message": str(exc)})
+
+        def _refused_admin(self, path: str) -> bool:
+            """Whether this is an admin request without the admin token (answered 401)."""
+            if not (path == ADMIN or path.startswith(f"{ADMIN}/")):
+                return False
+            if mirror.is_admin(self.headers.get("Authorization")):
+                return False
+            self._send(401, ADMIN_UNAUTHORISED, {"WWW-Authenticate": "Bearer"})
+            return True
 
         def _products(self, path: str, query: dict[str, list[str]]) -> None:
             is_products = path == "/products" or path.startswith("/products/")
@@ -290,13 +325,15 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
 
         def _admin(self) -> None:
             """PUT faults or auth, PATCH a product, POST reset. The body is read first, whatever the
-            path, so a 404 never leaves it on a kept-alive connection."""
+            path, so a 401 or 404 never leaves it on a kept-alive connection."""
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            path = urlsplit(self.path).path
+            if self._refused_admin(path):
+                return None
             try:
                 body = json.loads(raw or b"{}")
             except json.JSONDecodeError:
                 return self._send(400, {"message": "body must be JSON"})
-            path = urlsplit(self.path).path
             product_id = path.removeprefix("/__mirror/products/")
             if (self.command, path) == ("PUT", "/__mirror/faults"):
                 try:
