@@ -248,6 +248,7 @@ def run_case(
         (work / name).parent.mkdir(parents=True, exist_ok=True)  # e.g. "data/payload.keys"
         (work / name).write_text(expand(text), encoding="utf-8")
     for name, hexed in case.binary.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_bytes(bytes.fromhex(hexed))
     for name in case.dirs:
         (work / name).mkdir()

@@ -98,7 +98,8 @@ def test_a_damaged_secret_file_is_an_error_naming_it_and_is_kept(
 def test_a_damaged_key_file_stops_the_cli_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "connections.key").write_text("")
     run = subprocess.run(
-        [sys.executable, "starter.py", "connections", "list"],
+        [sys.executable, "starter.py", "connections", "add", "--id", "a", "--name", "A"]
+        + ["--api-key", "k"],  # the key file is needed to seal the key
         cwd=ROOT,
         env={**secret_env(tmp_path), "CATALOG_DB": str(tmp_path / "catalog.db")},
         capture_output=True,
