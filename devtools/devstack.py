@@ -267,13 +267,13 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
         if "DUMMYJSON_BASE_URL" not in os.environ:
             mirror_port = args.mirror_port
             require_port(mirror_port, "DummyJSON mirror", "--mirror-port, or DUMMYJSON_BASE_URL")
-            key_args = [arg for key in keys for arg in ("--api-key", key)]
             token = secrets.token_urlsafe(24)  # the admin API's, new each run; only we know it
             admin = {"Authorization": f"Bearer {token}"}
             proc = stack.spawn(
                 "mirror",
-                [sys.executable, "-m", "devtools.mirror", "--port", str(mirror_port), *key_args],
-                {**env, "MIRROR_ADMIN_TOKEN": token},  # not in argv, which `ps` shows anyone
+                [sys.executable, "-m", "devtools.mirror", "--port", str(mirror_port)],
+                # Keys and token in the environment, not in argv, which `ps` shows anyone.
+                {**env, "MIRROR_ADMIN_TOKEN": token, "MIRROR_API_KEYS": ",".join(keys)},
                 log=True,
             )
             base = env["DUMMYJSON_BASE_URL"] = f"http://127.0.0.1:{mirror_port}"

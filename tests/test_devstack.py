@@ -149,6 +149,16 @@ def assert_private(data_dir: Path) -> None:
         assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
 
 
+def assert_no_secret_in_argv(pid: int) -> None:
+    """`ps` shows every user each process's command line: no API key or token goes there."""
+    for child in descendants(pid):
+        try:
+            argv = (Path("/proc") / str(child) / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        assert "demo-key-" not in argv and "MIRROR_ADMIN_TOKEN" not in argv, argv
+
+
 def assert_ui_decodes_through_the_codec_server(ui_port: int, codec_port: int) -> None:
     """The Web UI is told the codec endpoint, and that endpoint answers the UI's origin."""
     ui_settings = httpx.get(f"http://127.0.0.1:{ui_port}/api/v1/settings", timeout=10).json()
@@ -176,6 +186,7 @@ def test_make_run_fills_the_catalog_stops_cleanly_and_resumes(
         fires_before = schedule_row(env, ports[0])["fires"]
         assert isinstance(fires_before, int) and fires_before >= 1
         assert_private(Path(env["DATA_DIR"]))
+        assert_no_secret_in_argv(stack.proc.pid)
         assert_ui_decodes_through_the_codec_server(ports[1], ports[3])
     finally:
         out = stack.stop()

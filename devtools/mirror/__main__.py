@@ -1,7 +1,8 @@
 """`python -m devtools.mirror [--port 8787] [--error-rate 0.2] [--api-key K] ...`: serve the
 local DummyJSON.
 
-With --api-key (repeatable), /products* answers 401 unless sent `Authorization: Bearer <KEY>`.
+With --api-key (repeatable) or MIRROR_API_KEYS (comma-separated; the environment keeps them out
+of `ps`), /products* answers 401 unless sent `Authorization: Bearer <KEY>`.
 The admin API (/__mirror/*) answers 401 unless sent `Authorization: Bearer <admin token>`: the
 token from --admin-token or MIRROR_ADMIN_TOKEN (the environment keeps it out of `ps`), else a
 random one, printed at start."""
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             host=a.host,
             port=a.port,
             faults=faults,
-            api_keys=a.api_key,
+            api_keys=[*(a.api_key or ()), *os.environ.get("MIRROR_API_KEYS", "").split(",")],
             admin_token=a.admin_token,
         )
     except OSError as exc:
