@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     # ones are still read while the keys are there).
     payload_encryption: bool = True
     payload_keys: SecretStr | None = None
-    # A bearer token the codec server requires (`starter.py codec-server`); unset: none.
+    # A bearer token the codec server requires (`python -m client.codec_server`); unset: none.
     codec_auth_token: SecretStr | None = None
     _target: TemporalTarget | None = PrivateAttr(None)
     # How long a stopping worker (SIGTERM, Ctrl-C) lets running activities finish before it
