@@ -60,6 +60,7 @@ def activities_for(settings: Settings) -> list[Any]:
     return [
         sync.count_source_products,
         sync.sync_products_batch,
+        sync.remove_missing_products,
         expansion.expand_fire,
         expansion.load_expansion_page,
         expand_schedule,

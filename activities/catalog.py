@@ -187,6 +187,8 @@ class CatalogTarget(Protocol):
 
     def batch_outcome(self, key: BatchKey) -> str | None: ...
 
+    def remove_missing(self, keep: set[str], *, tenant: str, dry_run: bool) -> int: ...
+
 
 class SqliteCatalog:
     """The catalog's tables in the application database (WAL), safe for concurrent batches."""
@@ -239,6 +241,23 @@ class SqliteCatalog:
         """What a committed attempt at this batch stored, if one did."""
         with self.db.transaction(write=False) as conn:
             return self._outcome(conn, key)
+
+    def remove_missing(self, keep: set[str], *, tenant: str = "default", dry_run: bool) -> int:
+        """Delete the tenant's source products that are not in `keep` (the source's ids after a
+        complete sync); return how many (would be) removed. Their variants go with them."""
+        with self.db.transaction(write=not dry_run) as conn:
+            held = [
+                (row["id"], row["external_id"])
+                for row in conn.execute(
+                    "SELECT id, external_id FROM products WHERE tenant = ? "
+                    "AND external_id LIKE 'dummyjson:%'",
+                    (tenant,),
+                )
+            ]
+            gone = [row_id for row_id, external_id in held if external_id not in keep]
+            if not dry_run:
+                conn.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in gone])
+        return len(gone)
 
     @staticmethod
     def _outcome(conn: sqlite3.Connection, key: BatchKey) -> str | None:

@@ -184,6 +184,18 @@ class DummyJSONClient:
         """How many products the source has, in one tiny request."""
         return Page.model_validate(self._get(self.path, {"limit": 1, "select": "id"})).total
 
+    def external_ids(self) -> set[str]:
+        """Every product the source lists now, as catalog keys, in one request of ids only
+        (`limit=0` is DummyJSON's "all")."""
+        page = Page.model_validate(self._get(self.path, {"limit": 0, "select": "id"}))
+        ids = {f"dummyjson:{p['id']}" for p in page.products if isinstance(p.get("id"), int)}
+        if len(ids) != page.total:  # a short answer must not read as "the rest were removed"
+            raise ApplicationError(
+                f"GET {self.path}?limit=0: {len(ids)} ids for a total of {page.total}",
+                type="SourceIncomplete",
+            )
+        return ids
+
     def page(self, skip: int, limit: int) -> Page:
         try:
             return Page.model_validate(self._get(self.path, {"limit": limit, "skip": skip}))

@@ -25,6 +25,14 @@ class BatchRequest(BaseModel):
     connection_id: str | None = None
 
 
+class RemoveRequest(BaseModel):
+    """After a complete sync: remove from the target what the source no longer lists."""
+
+    dry_run: bool = False
+    tenant: str = "default"
+    connection_id: str | None = None
+
+
 class BatchResult(BaseModel):
     """Counts only: product data never travels through workflow history."""
 

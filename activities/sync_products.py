@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from activities.catalog import BatchKey, BatchPlan, CatalogProduct, CatalogTarget, from_dummyjson
 from activities.connections import ConnectionStore, ConnectionUnusable
 from activities.dummyjson import DummyJSONClient, SourceProduct
-from activities.models import BatchRequest, BatchResult, SourceRequest
+from activities.models import BatchRequest, BatchResult, RemoveRequest, SourceRequest
 from jobs.sync_products import ProductError
 
 EXAMPLES = 3
@@ -131,6 +131,13 @@ class SyncProductsActivities:
     def sync_products_batch(self, req: BatchRequest) -> BatchResult:
         with heartbeating():
             return self._sync_batch(req)
+
+    @activity.defn(name="remove_missing_products")
+    def remove_missing_products(self, req: RemoveRequest) -> int:
+        """What the source no longer lists leaves the target; idempotent, so a retry is safe."""
+        with heartbeating():
+            keep = self._source(req.connection_id).external_ids()
+            return self.catalog.remove_missing(keep, tenant=req.tenant, dry_run=req.dry_run)
 
     def _sync_batch(self, req: BatchRequest) -> BatchResult:
         key = _batch_key(req)

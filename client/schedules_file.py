@@ -43,6 +43,7 @@ def sync_products_args(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "batch_size": settings.sync_products_batch_size,
         "max_retries": settings.sync_products_max_retries,
         "dry_run": settings.sync_products_dry_run,
+        "delete_missing": settings.sync_products_delete_missing,
         **{k: v for k, v in overrides.items() if v is not None},
     }
     return SyncProductsInput.model_validate(args).model_dump(mode="json")

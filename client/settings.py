@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from cryptography.fernet import Fernet
 from pydantic import (
@@ -89,6 +90,12 @@ class Settings(BaseSettings):
     sync_products_max_retries: int = Field(2, ge=0, le=20)
     sync_products_schedule: CronText = "*/2 * * * *"
     sync_products_dry_run: bool = False
+    sync_products_delete_missing: bool = True
+    # Where sync-products writes: the built-in SQLite catalog, or a Medusa v2 store through its
+    # Admin API (MEDUSA_BACKEND_URL, and MEDUSA_API_KEY, a secret API key; never in a history).
+    sync_products_target: Literal["sqlite", "medusa"] = "sqlite"
+    medusa_backend_url: str | None = None
+    medusa_api_key: SecretStr | None = None
     # Signs Ductape session tokens; unset: a random one kept in DATA_DIR/session.secret.
     session_secret: SecretStr | None = None
     # Encrypts connections' API keys in CATALOG_DB (a Fernet key); unset: DATA_DIR/connections.key.
@@ -250,6 +257,35 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("medusa_backend_url")
+    @classmethod
+    def _medusa_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else None
+
+    @field_validator("medusa_api_key", mode="before")
+    @classmethod
+    def _medusa_key(cls, value: object) -> object:
+        if isinstance(value, str) and (not value.strip() or not value.isprintable()):
+            raise ValueError("must be the key itself: printable characters, no line breaks")
+        return value
+
+    @model_validator(mode="after")
+    def _medusa_target(self) -> Settings:
+        """The Medusa target needs both; a missing one is named before anything starts."""
+        if self.sync_products_target == "medusa":
+            for variable, value in (
+                ("MEDUSA_BACKEND_URL", self.medusa_backend_url),
+                ("MEDUSA_API_KEY", self.medusa_api_key),
+            ):
+                if not value:
+                    raise ConfigError(
+                        f"{variable}: SYNC_PRODUCTS_TARGET=medusa needs it; set it to "
+                        + _FIXES[variable.lower()]
+                    )
+        return self
+
     @model_validator(mode="after")
     def _temporal(self) -> Settings:
         """Resolved now, so a bad profile, address or TLS file stops a command before it acts."""
@@ -288,6 +324,10 @@ _FIXES = {
     "sync_products_max_retries": "a whole number from 0 to 20",
     "sync_products_schedule": "a cron expression like '*/2 * * * *'",
     "sync_products_dry_run": "true or false",
+    "sync_products_delete_missing": "true or false",
+    "sync_products_target": "sqlite or medusa",
+    "medusa_backend_url": "your store's URL, like http://localhost:9000",
+    "medusa_api_key": "a secret API key (Medusa Admin: Settings > Secret API Keys)",
     "dummyjson_base_url": "a URL like http://127.0.0.1:8787",
     "session_secret": "a random string, e.g. from `python -c 'import secrets; "
     "print(secrets.token_urlsafe(48))'`",
@@ -299,7 +339,13 @@ _FIXES = {
 }
 
 
-_HIDDEN = ("session_secret", "connections_key", "payload_keys", "codec_auth_token")
+_HIDDEN = (
+    "session_secret",
+    "connections_key",
+    "payload_keys",
+    "codec_auth_token",
+    "medusa_api_key",
+)
 
 
 def load_settings() -> Settings:

@@ -22,6 +22,9 @@ class SyncProductsInput(BaseModel):
     concurrency: int = Field(4, ge=1, le=32, description="batches in flight at once")
     retry_initial_interval_s: float = Field(1.0, gt=0, le=60)
     tenant: str = "default"
+    # After a complete sync (never a partial one), products the source no longer lists are
+    # removed from the target; SYNC_PRODUCTS_DELETE_MISSING=false keeps them.
+    delete_missing: bool = True
     # Set by the per-connection fan-out: the activities load this connection's key and scope at
     # run time, and its products go to its own part of the catalog. Never the key itself.
     connection_id: str | None = None
@@ -55,6 +58,7 @@ class SyncReport(BaseModel):
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    removed: int = 0  # gone from the source, so removed from the target (dry run: would be)
     failed: int = 0
     failed_batches: list[FailedBatch] = []
     failed_products: list[ProductError] = []

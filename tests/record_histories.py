@@ -228,6 +228,20 @@ async def record_buffered_trigger(client: Client, settings: Settings) -> None:
     await save(client, "schedule_buffered_trigger", "schedule/rec-buffered")
 
 
+async def record_removal(client: Client, settings: Settings, mirror: Mirror) -> None:
+    """A complete sync after the source stopped listing a product: removed from the catalog."""
+    mirror.reset()
+    mirror.remove_product(3)
+    report = await client.execute_workflow(
+        SyncProductsWorkflow.run,
+        SyncProductsInput(retry_initial_interval_s=0.05),
+        id="rec-sync-removed",
+        task_queue=settings.temporal_task_queue,
+    )
+    assert report.status == "completed", report
+    await save(client, "sync_products_removed", "rec-sync-removed")
+
+
 async def main() -> None:
     OUT.mkdir(exist_ok=True)
     env = await WorkflowEnvironment.start_local(
@@ -248,6 +262,7 @@ async def main() -> None:
         async with build_worker(env.client, settings):
             await record(env.client, settings, mirror)
             await record_buffered_trigger(env.client, settings)
+            await record_removal(env.client, settings, mirror)
     mirror.stop()
     await env.shutdown()
 

@@ -102,6 +102,35 @@ async def test_second_sync_writes_nothing_and_a_source_change_updates_one(
     assert len(rows(catalog, "SELECT id FROM products")) == 194
 
 
+async def test_a_product_gone_from_the_source_is_removed_after_a_complete_sync_only(
+    dev_env: WorkflowEnvironment, settings: Settings, catalog: SqliteCatalog, mirror: Mirror
+) -> None:
+    def held() -> set[str]:
+        return {r["external_id"] for r in rows(catalog, "SELECT external_id FROM products")}
+
+    await sync(dev_env, settings)
+    assert mirror.remove_product(7) and mirror.remove_product(150)
+
+    mirror.set_faults(Faults(fail_skips=[45]))  # a partial sync cannot tell gone from unfetched
+    partial = await sync(dev_env, settings, max_retries=0)
+    assert partial.status == "partial" and partial.removed == 0 and len(held()) == 194
+
+    mirror.set_faults(Faults())
+    kept = await sync(dev_env, settings, delete_missing=False)  # SYNC_PRODUCTS_DELETE_MISSING
+    assert kept.status == "completed" and kept.removed == 0 and len(held()) == 194
+
+    plan = await sync(dev_env, settings, dry_run=True)
+    assert plan.removed == 2 and len(held()) == 194  # a dry run says so, removes nothing
+
+    done = await sync(dev_env, settings)
+    assert done.status == "completed" and done.removed == 2 and done.unchanged == 192
+    assert held() == {f"dummyjson:{i}" for i in range(1, 195)} - {"dummyjson:7", "dummyjson:150"}
+    assert not rows(
+        catalog, "SELECT id FROM product_variants WHERE product_id NOT IN (SELECT id FROM products)"
+    )  # their variants went with them
+    assert (await sync(dev_env, settings)).removed == 0
+
+
 async def test_dry_run_plans_and_writes_nothing(
     dev_env: WorkflowEnvironment, settings: Settings, catalog: SqliteCatalog, mirror: Mirror
 ) -> None:

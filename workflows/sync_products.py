@@ -16,7 +16,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import BatchRequest, BatchResult, SourceRequest
+    from activities.models import BatchRequest, BatchResult, RemoveRequest, SourceRequest
     from activities.sync_products import SyncProductsActivities
     from jobs.sync_products import FailedBatch, SyncProductsInput, SyncReport
     from workflows.retries import retry_follows
@@ -108,7 +108,29 @@ class SyncProductsWorkflow:
 
         await asyncio.gather(*(sync_batch(offset) for offset in offsets))
         report.failed_batches.sort(key=lambda b: b.offset)
+        complete = not report.failed_batches and not report.failed
+        if complete and inp.delete_missing and workflow.patched("remove-missing-products"):
+            await self._remove_missing(inp, retry)
         return self._finish(started)
+
+    async def _remove_missing(self, inp: SyncProductsInput, retry: RetryPolicy) -> None:
+        """Only after a complete sync: a partial one cannot tell gone from not fetched."""
+        try:
+            self._report.removed = await workflow.execute_activity_method(
+                SyncProductsActivities.remove_missing_products,
+                RemoveRequest(
+                    dry_run=inp.dry_run, tenant=inp.catalog_tenant, connection_id=inp.connection_id
+                ),
+                start_to_close_timeout=BATCH_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=retry,
+            )
+        except ActivityError as exc:
+            error = f"removing products gone from the source: {_cause(exc)}"
+            self._report.failed_batches.append(
+                FailedBatch(offset=self._report.total, limit=0, error=error)
+            )
+            self._permanent |= _permanent(exc)
 
     def _add(self, result: BatchResult) -> None:
         r = self._report
@@ -134,13 +156,15 @@ class SyncProductsWorkflow:
         r.duration_s = round((workflow.now() - started).total_seconds(), 3)
         self._publish()
         workflow.logger.info(
-            "sync-products %s%s: fetched %d, created %d, updated %d, unchanged %d, failed %d",
+            "sync-products %s%s: fetched %d, created %d, updated %d, unchanged %d, removed %d, "
+            "failed %d",
             r.status,
             " (dry run)" if r.dry_run else "",
             r.fetched,
             r.created,
             r.updated,
             r.unchanged,
+            r.removed,
             r.failed,
         )
         if (
@@ -162,5 +186,5 @@ class SyncProductsWorkflow:
             f"**sync-products{mode}: {r.status}**\n\n"
             f"batches {r.batches_done}/{r.batches} · fetched {r.fetched}/{r.total} · "
             f"created {r.created} · updated {r.updated} · unchanged {r.unchanged} · "
-            f"failed {r.failed}"
+            f"removed {r.removed} · failed {r.failed}"
         )

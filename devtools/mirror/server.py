@@ -2,7 +2,8 @@
 
 Faults can be switched on for tests and demos (latency, 500s, 429 with Retry-After, malformed JSON,
 a page that always fails), at start-up (`python -m devtools.mirror --help`) or at run time through
-`PUT /__mirror/faults`. `PATCH /__mirror/products/<id>` changes a product, to show incremental sync.
+`PUT /__mirror/faults`. `PATCH /__mirror/products/<id>` changes a product, to show incremental sync;
+`DELETE /__mirror/products/<id>` stops listing one, to show removal.
 With API keys (`--api-key`, `PUT /__mirror/auth`) /products* needs `Authorization: Bearer <key>`.
 Every `/__mirror/*` request needs `Authorization: Bearer <admin token>` (401 otherwise), so no
 other local process can switch auth off or lock the real keys out; `/products*` never takes it.
@@ -145,6 +146,14 @@ class Mirror:
                     product.update(patch)
                     return product
         return None
+
+    def remove_product(self, product_id: int) -> bool:
+        """The source stops listing a product (a sync then removes it from the target)."""
+        with self._lock:
+            kept = [p for p in self.products if p["id"] != product_id]
+            removed = len(kept) < len(self.products)
+            self.products = kept
+        return removed
 
     def reset(self) -> None:
         with self._lock:
@@ -352,11 +361,15 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 if product is None:
                     return self._send(404, {"message": f"Product with id '{product_id}' not found"})
                 return self._send(200, product)
+            if self.command == "DELETE" and product_id != path and product_id.isdigit():
+                if not mirror.remove_product(int(product_id)):
+                    return self._send(404, {"message": f"Product with id '{product_id}' not found"})
+                return self._send(200, {"removed": int(product_id)})
             if (self.command, path) == ("POST", "/__mirror/reset"):
                 mirror.reset()
                 return self._send(200, {"reset": True})
             self._send(404, {"message": f"Route '{path}' not found"})
 
-        do_PUT = do_PATCH = do_POST = _admin
+        do_PUT = do_PATCH = do_POST = do_DELETE = _admin
 
     return Handler
