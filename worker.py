@@ -14,10 +14,11 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
-from activities.catalog import SqliteCatalog
+from activities.catalog import CatalogTarget, SqliteCatalog
 from activities.connections import ConnectionStore
 from activities.dummyjson import DummyJSONClient
 from activities.expansion import ExpansionActivities, expand_schedule
+from activities.medusa import MedusaCatalog
 from activities.run_checks import fresh_cached_runs, still_running
 from activities.sessions import SessionActivities
 from activities.sync_products import SyncProductsActivities
@@ -48,12 +49,20 @@ WORKFLOWS: Sequence[type] = (
 )
 
 
+def sync_target(settings: Settings) -> CatalogTarget:
+    """SYNC_PRODUCTS_TARGET: the built-in SQLite catalog, or a Medusa store's Admin API."""
+    if settings.sync_products_target == "medusa":
+        assert settings.medusa_backend_url and settings.medusa_api_key  # checked at load
+        return MedusaCatalog(
+            settings.medusa_backend_url, settings.medusa_api_key.get_secret_value()
+        )
+    return SqliteCatalog(settings.catalog_path)
+
+
 def activities_for(settings: Settings) -> list[Any]:
     connections = ConnectionStore(settings.catalog_path, settings.connections_secret())
     sync = SyncProductsActivities(
-        DummyJSONClient(settings.dummyjson_base_url),
-        SqliteCatalog(settings.catalog_path),
-        connections,
+        DummyJSONClient(settings.dummyjson_base_url), sync_target(settings), connections
     )
     expansion = ExpansionActivities(connections, settings.catalog_path)
     sessions = SessionActivities(settings.session_key())
@@ -116,11 +125,13 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     logging.info(
-        "worker on %s, task queue %r, source %s, catalog %s",
+        "worker on %s, task queue %r, source %s, sync target %s",
         settings.temporal_address,
         settings.temporal_task_queue,
         settings.dummyjson_base_url,
-        settings.catalog_path,
+        f"Medusa at {settings.medusa_backend_url}"
+        if settings.sync_products_target == "medusa"
+        else settings.catalog_path,
     )
     async with worker:
         await stop.wait()

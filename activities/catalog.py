@@ -161,6 +161,8 @@ class BatchPlan:
     create: list[CatalogProduct] = field(default_factory=list)
     update: list[tuple[int, CatalogProduct]] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (external_id, why): the
+    # target refused that product alone; its batch-mates were written
 
 
 @dataclass(frozen=True)

@@ -170,7 +170,10 @@ class SyncProductsActivities:
                 created=len(plan.create),
                 updated=len(plan.update),
                 unchanged=len(plan.unchanged),
-                invalid=invalid,
+                invalid=[
+                    *invalid,
+                    *(ProductError(external_id=ext, error=why) for ext, why in plan.rejected),
+                ],
                 examples=examples,
             )
 
