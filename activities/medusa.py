@@ -35,7 +35,11 @@ TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 PAGE = 200  # products per list request
 META = "schedjobs"  # our key in a product's metadata: {hash, run, op}
 DEFAULT_TENANT = "default"
-OPTION = "Default"  # Medusa v2 variants hang off a product option; ours has one value
+OPTION = "Default"
+STOCK_FIELDS = (
+    "id,external_id,variants.inventory_items.inventory_item_id,"
+    "variants.inventory_items.inventory.location_levels.location_id"
+)  # Medusa v2 variants hang off a product option; ours has one value
 
 
 def _amount(cents: int) -> Decimal:
@@ -86,7 +90,8 @@ class MedusaCatalog:
             base_url=self.base_url, auth=(api_key, ""), timeout=TIMEOUT, headers=_JSON
         )
         self._channels: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._location: str | None = None
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         self._http.close()
@@ -156,6 +161,11 @@ class MedusaCatalog:
                     },
                 )
                 channel_id = str(made["sales_channel"]["id"])
+                self._call(  # so the channel can sell the stock we keep at our location
+                    "POST",
+                    f"/admin/stock-locations/{self.location()}/sales-channels",
+                    body={"add": [channel_id]},
+                )
             self._channels[tenant] = channel_id
             return channel_id
 
@@ -208,6 +218,7 @@ class MedusaCatalog:
         as created / updated, so the report stays true."""
         plan, held, landed = self._plan(products, tenant, run=key.sync_run)
         self._write(plan, held, tenant, run=key.sync_run)
+        self._restock([p for _, p in landed], held)
         for op, item in landed:
             if op == "created":
                 plan.create.append(item)
@@ -287,11 +298,75 @@ class MedusaCatalog:
         return None
 
     def _batch(self, items: Sequence[tuple[CatalogProduct, str, dict[str, Any]]]) -> None:
+        """One batch write, then the stock of what it wrote (one more request)."""
         body = {
             "create": [b for _, op, b in items if op == "create"],
             "update": [b for _, op, b in items if op == "update"],
         }
-        self._call("POST", "/admin/products/batch", body=body)
+        done = self._call(
+            "POST", "/admin/products/batch", body=body, params={"fields": STOCK_FIELDS}
+        )
+        written = [*(done.get("created") or []), *(done.get("updated") or [])]
+        self._set_stock(written, {p.external_id: p for p, _, _ in items})
+
+    # --- stock: inventory levels at the store's stock location -------------------------------
+
+    def location(self) -> str:
+        """Where our stock is kept: the store's first stock location, or one we make."""
+        with self._lock:
+            if self._location is None:
+                found = self._call(
+                    "GET", "/admin/stock-locations", params={"fields": "id", "limit": 1}
+                )
+                if found.get("stock_locations"):
+                    self._location = str(found["stock_locations"][0]["id"])
+                else:
+                    made = self._call(
+                        "POST", "/admin/stock-locations", body={"name": "schedjobs warehouse"}
+                    )
+                    self._location = str(made["stock_location"]["id"])
+            return self._location
+
+    def _set_stock(
+        self, written: list[dict[str, Any]], products: dict[str, CatalogProduct]
+    ) -> None:
+        """Each written variant's stocked quantity at our location: new levels are created,
+        existing ones updated, all in one request."""
+        location = self.location()
+        create: list[dict[str, Any]] = []
+        update: list[dict[str, Any]] = []
+        for row in written:
+            product = products.get(str(row.get("external_id")))
+            variants = row.get("variants") or []
+            items = variants[0].get("inventory_items") or [] if variants else []
+            if product is None or not items:
+                continue
+            item = items[0]
+            levels = (item.get("inventory") or {}).get("location_levels") or []
+            level = {
+                "inventory_item_id": item["inventory_item_id"],
+                "location_id": location,
+                "stocked_quantity": product.variant.inventory_quantity,
+            }
+            has = any(lv.get("location_id") == location for lv in levels)
+            (update if has else create).append(level)
+        if create or update:
+            self._call(
+                "POST",
+                "/admin/inventory-items/location-levels/batch",
+                body={"create": create, "update": update},
+            )
+
+    def _restock(self, products: Sequence[CatalogProduct], held: dict[str, Held]) -> None:
+        """A retry of a batch whose write landed sets the stock again: the earlier attempt may
+        have died between the product write and the stock write."""
+        ids = [held[p.external_id].id for p in products]
+        if not ids:
+            return
+        rows = self._call(
+            "GET", "/admin/products", params={"id": ids, "fields": STOCK_FIELDS, "limit": len(ids)}
+        )
+        self._set_stock(rows.get("products") or [], {p.external_id: p for p in products})
 
     def _fields(self, p: CatalogProduct, op: str, run: str | None) -> dict[str, Any]:
         return {
@@ -317,9 +392,8 @@ class MedusaCatalog:
         return {
             "title": p.variant.title,
             "sku": sku if tenant == DEFAULT_TENANT or sku is None else f"{tenant}-{sku}",
-            "manage_inventory": False,
+            "manage_inventory": True,  # stock: an inventory level at our location
             "prices": [{"amount": _amount(p.variant.price_amount), "currency_code": self.currency}],
-            "metadata": {"inventory_quantity": p.variant.inventory_quantity},
         }
 
     def _create(
