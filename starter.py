@@ -348,7 +348,7 @@ def _print_result(result: Any, *, name: str, wf_id: str, as_json: bool) -> None:
     dumped = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     text = json.dumps(dumped, indent=2, default=str)
     if not as_json:
-        err_console.print(f"{name}: completed (workflow {wf_id}, see it in the Web UI)")
+        print(f"{name}: completed (workflow {wf_id}, see it in the Web UI)", file=sys.stderr)
     print(text)
 
 
