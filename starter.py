@@ -6,8 +6,10 @@
     describe NAME [--json]    counts, skips by reason, last 10 fires, next 10 fire times
     pause NAME [--note T] | resume NAME [--note T] | trigger NAME | delete NAME
     preview (--cron EXPR | --every DUR) [--tz TZ] [--start-at ISO] [--after ISO] [--count N]
-    run sync-products [--dry-run] [--batch-size N] [--json]
-                              one sync now (like `medusa exec`), with a progress bar
+    run JOB [--args JSON] [--json]
+                              any registered job now (like `medusa exec`); sync-products also
+                              takes [--connection ID] [--dry-run] [--batch-size N] and shows a
+                              progress bar
     connections add|list|enable|disable|remove ...
                               API-key connections, written to CATALOG_DB directly (no Temporal)
     schedule --file job.json [--wait]
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import httpx
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
@@ -74,6 +77,7 @@ from client.schedules_file import (
     sync_products_args,
 )
 from client.settings import Settings, load_settings
+from jobs.registry import JOBS
 from jobs.sessions import issue_token
 from jobs.sync_products import SyncProductsInput, SyncReport
 from scheduling.cron import parse_cron
@@ -86,6 +90,7 @@ from workflows.sync_products import SyncProductsWorkflow
 
 T = TypeVar("T")
 SQLITE_HEADER = b"SQLite format 3\x00"
+PROBE_TIMEOUT_S = 3.0  # `run sync-products`: does the source want a key?
 console = Console()
 err_console = Console(stderr=True)
 
@@ -138,18 +143,26 @@ async def list_schedules(
     return rows
 
 
-async def run_sync(
-    client: Client, inp: SyncProductsInput, *, task_queue: str, quiet: bool
-) -> SyncReport:
-    wf_id = f"sync-products/adhoc-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
-    handle = await client.start_workflow(
-        SyncProductsWorkflow.run, inp, id=wf_id, task_queue=task_queue
+def adhoc_id(job: str) -> str:
+    return f"{job}/adhoc-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}"
+
+
+async def start_job(
+    client: Client, name: str, args: BaseModel | dict[str, Any], *, task_queue: str
+) -> WorkflowHandle[Any, Any]:
+    """One job now, outside any schedule, started as the loop starts its children: the
+    registry's workflow by reference, its args model, the task queue."""
+    job = JOBS[name]
+    return await client.start_workflow(
+        job.workflow.run, args, id=adhoc_id(name), task_queue=task_queue
     )
-    if quiet:
-        return await handle.result()
+
+
+async def follow_sync(handle: WorkflowHandle[Any, Any], *, dry_run: bool) -> SyncReport:
+    """Wait for a sync, with a live progress bar on stderr."""
     result = asyncio.ensure_future(handle.result())
     with Progress(
-        TextColumn(f"[bold]sync-products{' (dry run)' if inp.dry_run else ''}"),
+        TextColumn(f"[bold]sync-products{' (dry run)' if dry_run else ''}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("batches · {task.fields[counts]}"),
@@ -172,8 +185,8 @@ async def run_sync(
             except RPCError:
                 pass
             await asyncio.wait([result], timeout=0.2)
-    err_console.print(f"workflow {wf_id} (see it in the Web UI)")
-    return result.result()
+    report: SyncReport = result.result()
+    return report
 
 
 def report_table(r: SyncReport) -> Table:
@@ -247,32 +260,143 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.job != "sync-products":
-        raise ConfigError(f"job: unknown job {args.job!r}; `run` takes sync-products")
+# `run sync-products` flags: the job's args they set, and how each is named in an error.
+SYNC_FLAGS = {"batch_size": "--batch-size", "dry_run": "--dry-run", "connection_id": "--connection"}
+
+
+def _run_args(text: str | None) -> dict[str, Any]:
+    """`--args JSON`: an object, bounded like a schedule's args."""
+    if text is None:
+        return {}
     try:
-        inp = SyncProductsInput.model_validate(
-            sync_products_args(
-                settings,
-                batch_size=args.batch_size,
-                dry_run=args.dry_run or None,
-                connection_id=args.connection,
-            )
-        )
-    except ValidationError as exc:
-        raise ConfigError(f"--{field_error(exc).replace('_', '-')}") from None
-    store = _existing_store(settings) if inp.connection_id else None
-    if inp.connection_id and (store is None or not store.exists(inp.connection_id)):
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ConfigError(
-            f"--connection: no connection {inp.connection_id!r}; `starter.py connections list`"
+            f"--args: not valid JSON ({exc.msg}); pass an object, like '{{\"sleep_s\": 1}}'"
+        ) from None
+    except RecursionError:
+        raise ConfigError("--args: nested too deeply to read; flatten it") from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"--args: pass a JSON object of the job's args, not a {type(value).__name__}"
         )
-    client = await _client(settings, need_worker=True)
-    report = await run_sync(client, inp, task_queue=settings.temporal_task_queue, quiet=args.json)
-    if args.json:
-        print(report.model_dump_json(indent=2))
+    if nested_too_deep(value):
+        raise ConfigError(f"--args: nested more than {MAX_DEPTH} deep; flatten it")
+    return value
+
+
+def _sync_input(
+    args: argparse.Namespace, given: dict[str, Any], settings: Settings
+) -> SyncProductsInput:
+    """SYNC_PRODUCTS_* settings, then --args, then the flags (a field set both ways: refused)."""
+    flags = {
+        "batch_size": args.batch_size,
+        "dry_run": True if args.dry_run else None,
+        "connection_id": args.connection,
+    }
+    flags = {k: v for k, v in flags.items() if v is not None}
+    both = [k for k in flags if k in given]
+    if both:
+        raise ConfigError(f"{SYNC_FLAGS[both[0]]}: also set in --args; pass one")
+    try:
+        return SyncProductsInput.model_validate({**sync_products_args(settings), **given, **flags})
+    except ValidationError as exc:
+        loc = exc.errors()[0]["loc"]
+        field = str(loc[0]) if loc else ""
+        if field in flags:
+            raise ConfigError(f"{SYNC_FLAGS[field]}: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(f"--args: {field_error(exc)}") from None
+
+
+def _job_args(args: argparse.Namespace, given: dict[str, Any]) -> dict[str, Any]:
+    """Any other job: only --args, validated against its model (the flags are the sync's)."""
+    for field, flag in SYNC_FLAGS.items():
+        if getattr(args, "connection" if field == "connection_id" else field):
+            raise ConfigError(
+                f"{flag}: only sync-products takes it; pass {args.job}'s args with --args JSON"
+            )
+    try:
+        return JOBS[args.job].validate_args(given)
+    except ValidationError as exc:
+        raise ConfigError(f"--args: {field_error(exc)}") from None
+
+
+def _worker_source(settings: Settings) -> str:
+    """The source the worker that runs the job reads: `make run`'s (it leaves a note in
+    DATA_DIR while it runs), else DUMMYJSON_BASE_URL as this process has it."""
+    from devtools.devstack import running_source
+
+    return running_source(settings.data_dir, settings.temporal_task_queue) or (
+        settings.dummyjson_base_url
+    )
+
+
+async def _wants_a_key(source: str) -> bool:
+    """One unauthenticated request, as the sync's first: does the source answer 401/403? Any
+    other answer, or none, is the job's to report."""
+    try:
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as http:
+            response = await http.get(
+                f"{source.rstrip('/')}/products", params={"limit": 1, "select": "id"}
+            )
+    except httpx.HTTPError:
+        return False
+    return response.status_code in (401, 403)
+
+
+def _print_result(result: Any, *, name: str, wf_id: str, as_json: bool) -> None:
+    dumped = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+    text = json.dumps(dumped, indent=2, default=str)
+    if not as_json:
+        print(f"{name}: completed (workflow {wf_id}, see it in the Web UI)", file=sys.stderr)
+    print(text)
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Any registered job now, ad hoc (like `medusa exec`); exit 0 only if it succeeded."""
+    if args.job not in JOBS:
+        raise ConfigError(
+            f"job: unknown job {shown(args.job)}; registered jobs: {', '.join(sorted(JOBS))}"
+        )
+    given = _run_args(args.args)
+    inp: BaseModel | dict[str, Any]
+    if args.job == "sync-products":
+        inp = sync = _sync_input(args, given, settings)
+        store = _existing_store(settings) if sync.connection_id else None
+        if sync.connection_id and (store is None or not store.exists(sync.connection_id)):
+            raise ConfigError(
+                f"--connection: no connection {sync.connection_id!r}; `starter.py connections list`"
+            )
     else:
-        console.print(report_table(report))
-    return 0 if report.status == "completed" else 1
+        inp = _job_args(args, given)
+    client = await _client(settings, need_worker=True)
+    if isinstance(inp, SyncProductsInput) and inp.connection_id is None:
+        source = _worker_source(settings)
+        if await _wants_a_key(source):
+            raise ConfigError(
+                f"--connection: the source at {source} wants an API key; "
+                "pass --connection ID (starter.py connections list)"
+            )
+    handle = await start_job(client, args.job, inp, task_queue=settings.temporal_task_queue)
+    try:
+        if isinstance(inp, SyncProductsInput) and not args.json:
+            result = await follow_sync(handle, dry_run=inp.dry_run)
+        else:
+            result = await handle.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        why = str(getattr(cause, "cause", None) or cause or exc)
+        print(f"error: {handle.id} failed: {why.splitlines()[0]}", file=sys.stderr)
+        return 1
+    if not isinstance(result, SyncReport):
+        _print_result(result, name=args.job, wf_id=handle.id, as_json=args.json)
+        return 0
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        err_console.print(f"workflow {handle.id} (see it in the Web UI)")
+        console.print(report_table(result))
+    return 0 if result.status == "completed" else 1
 
 
 async def _running(client: Client, name: str) -> WorkflowHandle[Any, Any]:
@@ -796,12 +920,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pre.add_argument("--after", default=None, help="ISO time; fires strictly after it")
     pre.add_argument("--count", type=_count, default=10, metavar="N", help="1 to 1000")
     pre.add_argument("--json", action="store_true")
-    run = sub.add_parser("run", help="run a job now, ad hoc")
-    run.add_argument("job", help="sync-products")
-    run.add_argument("--dry-run", action="store_true", help="plan only, write nothing")
-    run.add_argument("--batch-size", type=int, default=None)
-    run.add_argument("--connection", default=None, help="sync as this connection (its key, scope)")
-    run.add_argument("--json", action="store_true", help="print the report as JSON")
+    run = sub.add_parser("run", help="run a registered job now, ad hoc (like `medusa exec`)")
+    run.add_argument("job", help=f"a registered job: {', '.join(sorted(JOBS))}")
+    run.add_argument("--args", default=None, metavar="JSON", help="the job's args, an object")
+    run.add_argument("--dry-run", action="store_true", help="sync-products: plan only")
+    run.add_argument("--batch-size", type=int, default=None, help="sync-products: per batch")
+    run.add_argument(
+        "--connection", default=None, help="sync-products: as this connection (its key, scope)"
+    )
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
     _connections_parser(sub)
     sch = sub.add_parser("schedule", help="submit a Ductape-style job (JSON file)")
     sch.add_argument("--file", type=Path, required=True)

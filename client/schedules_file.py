@@ -28,6 +28,9 @@ DEFAULT_FILE = Path("schedules.toml")
 MAX_FILE_BYTES = 4 * 2**20  # a schedules or job file; read no further
 MAX_PAYLOAD_BYTES = 3 * 2**19  # 1.5 MB: what one workflow input may be, under Temporal's 2 MB
 MAX_DEPTH = 64  # lists and tables in args, nested
+# A Medusa job's `config` carries over: its names for two fields, inside a [[schedule]] table
+# (there `schedule` is a field of the table, not the file's list of tables). One of each pair.
+MEDUSA_NAMES = {"schedule": "cron", "numberOfExecutions": "limit"}
 
 
 def field_error(exc: ValidationError) -> str:
@@ -156,6 +159,11 @@ def load_schedules(path: Path, settings: Settings) -> list[ScheduleSpec]:
             "[[schedule]] table (see README 'Schedules file')"
         )
     entries = data.get("schedule", [])
+    if isinstance(entries, str):  # Medusa's `schedule: "0 0 * * *"` written at the top level
+        raise ConfigError(
+            f"{path}: schedule: {shown(entries)} at the top level; write it inside a "
+            "[[schedule]] table, with its name and job (see README 'Schedules file')"
+        )
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{path}: no [[schedule]] entries; see README 'Schedules file'")
     specs: list[ScheduleSpec] = []
@@ -174,7 +182,43 @@ def load_schedules(path: Path, settings: Settings) -> list[ScheduleSpec]:
     return specs
 
 
+def _medusa_names(entry: dict[str, Any], label: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The entry with Medusa's names (`schedule`, `numberOfExecutions`) as ours, and which
+    of ours were written Medusa's way, so that an error names the field as the file has it."""
+    written: dict[str, str] = {}
+    for medusa, ours in MEDUSA_NAMES.items():
+        if medusa not in entry:
+            continue
+        if ours in entry:
+            raise ConfigError(
+                f"{label}: {medusa}: also set as {ours}; set one ({medusa} is Medusa's name "
+                f"for {ours})"
+            )
+        entry = {ours if key == medusa else key: value for key, value in entry.items()}
+        written[ours] = medusa
+    return entry, written
+
+
+def _as_written(problem: str, written: dict[str, str]) -> str:
+    """`cron: why` as `schedule: why` when the file said `schedule`."""
+    field, sep, rest = problem.partition(":")
+    return f"{written[field]}{sep}{rest}" if sep and field in written else problem
+
+
 def _entry(entry: dict[str, Any], label: str, settings: Settings, now: datetime) -> ScheduleSpec:
+    entry, written = _medusa_names(entry, label)
+    try:
+        return _checked_entry(entry, label, settings, now)
+    except ConfigError as exc:
+        text = str(exc)
+        if written and text.startswith(f"{label}: "):
+            text = f"{label}: {_as_written(text.removeprefix(f'{label}: '), written)}"
+        raise ConfigError(text) from None
+
+
+def _checked_entry(
+    entry: dict[str, Any], label: str, settings: Settings, now: datetime
+) -> ScheduleSpec:
     name = entry.get("job")
     job = JOBS.get(name) if isinstance(name, str) else None
     if job is None:

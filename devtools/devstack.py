@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -229,6 +230,7 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
     stack = Stack(settings.data_dir, stopping, settings.graceful_shutdown.total_seconds())
     ui_url = codec_url = None
     mirror_admin = ""  # the banner's line on the local mirror's admin API
+    note: Path | None = None  # what the worker reads from, for the CLI in another terminal
     try:
         if not {"TEMPORAL_ADDRESS", "TEMPORAL_PROFILE"} & set(os.environ):
             port, ui_port = args.port, args.ui_port
@@ -286,6 +288,8 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             header = f"Authorization: {admin['Authorization']}"
             mirror_admin = f"  mirror admin      curl -H '{header}' {base}/__mirror/faults\n"
         stack.spawn("worker", [sys.executable, str(ROOT / "worker.py")], env, log=False)
+        source = env.get("DUMMYJSON_BASE_URL", settings.dummyjson_base_url)
+        note = record_source(settings.data_dir, source, settings.temporal_task_queue)
 
         async def start() -> list[str]:
             client = await connect(settings)
@@ -302,9 +306,8 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             f"  catalog           {settings.catalog_path}\n"
             f"  connections       {len(keys)}: .venv/bin/python starter.py connections list\n"
             f"  task queue        {settings.temporal_task_queue}\n"
-            "  schedules         python starter.py list   (in another terminal, with .venv)\n"
-            "  ad hoc sync       .venv/bin/python starter.py run sync-products\n"
-            "\nready; Ctrl-C stops everything this started.\n",
+            + "".join(f"{line}\n" for line in banner_hints(_banner_connection(settings)))
+            + "\nready; Ctrl-C stops everything this started.\n",
             flush=True,
         )
         while True:
@@ -317,6 +320,55 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
         return 0
     finally:
         stack.stop()
+        if note is not None:
+            note.unlink(missing_ok=True)
+
+
+def banner_hints(connection: str | None) -> list[str]:
+    """The banner's commands to try in another terminal. The local mirror wants a connection's
+    key, so the ad hoc sync names one (a run without one would be refused)."""
+    return [
+        "  schedules         .venv/bin/python starter.py list   (in another terminal)",
+        "  ad hoc sync       .venv/bin/python starter.py run sync-products --connection "
+        + (connection or "ID   (starter.py connections list)"),
+    ]
+
+
+def _banner_connection(settings: Settings) -> str | None:
+    """`acme` while it is active, else the first active connection, else None."""
+    store = ConnectionStore(settings.catalog_path, settings.connections_secret())
+    active = store.active_ids("dummyjson")
+    return "acme" if "acme" in active else next(iter(active), None)
+
+
+# While `make run` runs, DATA_DIR holds this note: the source its worker reads. `starter.py run`
+# in another terminal (without the stack's DUMMYJSON_BASE_URL) reads it to check, before it
+# starts a sync, whether that source wants a connection's key.
+SOURCE_NOTE = "devstack.json"
+
+
+def record_source(data_dir: Path, source: str, task_queue: str) -> Path:
+    path = data_dir / SOURCE_NOTE
+    path.write_text(json.dumps({"pid": os.getpid(), "source": source, "task_queue": task_queue}))
+    return path
+
+
+def running_source(data_dir: Path, task_queue: str) -> str | None:
+    """The source of a running `make run`'s worker on `task_queue`, if there is one."""
+    try:
+        note = json.loads((data_dir / SOURCE_NOTE).read_text())
+        pid, source, queue = int(note["pid"]), str(note["source"]), note["task_queue"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if queue != task_queue:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None  # left behind by a stack that was killed
+    except PermissionError:
+        pass
+    return source
 
 
 def _payloads_line(keyring: Keyring | None, codec_url: str | None) -> str:

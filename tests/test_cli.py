@@ -345,3 +345,179 @@ async def test_preview_prints_the_loops_fire_times(args: list[str], expected: li
 async def test_preview_rejects_bad_input(args: list[str], flag: str) -> None:
     code, _, err = await starter("preview", *args, env=cli_env())
     assert code == 2 and one_line(err).startswith(f"error: {flag}")
+
+
+# --- Medusa users at home (#12) ---------------------------------------------------------------
+
+
+async def _workflows_on(env: WorkflowEnvironment, task_queue: str) -> list[str]:
+    return [wf.id async for wf in env.client.list_workflows(f"TaskQueue = '{task_queue}'")]
+
+
+async def test_a_medusa_jobs_config_carries_over(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
+) -> None:
+    """`schedule` and `numberOfExecutions`, as in a Medusa job's `config`, inside a
+    `[[schedule]]` table: Medusa's names for `cron` and `limit`."""
+    name = f"medusa-{uuid.uuid4().hex[:8]}"
+    path = schedules_file(
+        tmp_path,
+        f'[[schedule]]\nname = "{name}"\njob = "echo"\n'
+        'schedule = "0 0 * * *"\nnumberOfExecutions = 3\n',
+    )
+    env = cli_env(settings, client_address(dev_env.client))
+    async with build_worker(dev_env.client, settings):
+        code, out, err = await starter("start", "--file", str(path), env=env)
+        assert code == 0, err
+        assert f"{name}: started as schedule/{name}" in out
+        code, out, err = await starter("describe", name, "--json", env=env)
+        assert code == 0, err
+        spec = json.loads(out)["spec"]
+        assert (spec["cron"], spec["limit"]) == ("0 0 * * *", 3)
+        assert json.loads(out)["remaining"] == 3
+        await dev_env.client.get_workflow_handle(f"schedule/{name}").terminate("test done")
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ('schedule = "0 0 * * *"\ncron = "0 1 * * *"', "schedule: also set as cron; set one"),
+        (
+            'cron = "@daily"\nnumberOfExecutions = 3\nlimit = 3',
+            "numberOfExecutions: also set as limit; set one",
+        ),
+        # a bad value is named as written, not by the name it stands for
+        ('schedule = "61 * * * *"', "schedule: minute: 61 is out of range 0-59"),
+        ('schedule = "0 0 30 2 *"', "schedule: '0 0 30 2 *' can never fire"),
+        ('cron = "@daily"\nnumberOfExecutions = 0', "numberOfExecutions: Input should be"),
+    ],
+)
+async def test_medusa_names_refused_in_one_line_and_nothing_starts(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path, entry: str, expected: str
+) -> None:
+    good = f"good-{uuid.uuid4().hex[:8]}"
+    path = schedules_file(
+        tmp_path,
+        f'[[schedule]]\nname = "{good}"\njob = "echo"\nevery = "1h"\n\n'
+        f'[[schedule]]\nname = "bad"\njob = "echo"\n{entry}\n',
+    )
+    env = cli_env(settings, client_address(dev_env.client))
+    async with build_worker(dev_env.client, settings):
+        code, out, err = await starter("start", "--file", str(path), env=env)
+        assert code == 2, (out, err)
+        line = one_line(err)
+        assert "schedule 'bad'" in line and expected in line, line
+        with pytest.raises(RPCError):
+            await dev_env.client.get_workflow_handle(f"schedule/{good}").describe()
+
+
+async def test_run_any_registered_job_ad_hoc(
+    dev_env: WorkflowEnvironment, settings: Settings
+) -> None:
+    """`run echo`, like `medusa exec`: --args validated against the job's model, its result
+    printed, the exit code the job's outcome."""
+    env = cli_env(settings, client_address(dev_env.client))
+    async with build_worker(dev_env.client, settings):
+        code, out, err = await starter(
+            "run", "echo", "--args", '{"greeting": "hi"}', "--json", env=env
+        )
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["args"]["greeting"] == "hi" and result["attempt"] == 1
+        (wf_id,) = await _workflows_on(dev_env, settings.temporal_task_queue)
+        assert wf_id.startswith("echo/adhoc-") and wf_id.endswith("Z")
+        desc = await dev_env.client.get_workflow_handle(wf_id).describe()
+        assert desc.workflow_type == "EchoJobWorkflow"
+
+        code, out, err = await starter("run", "echo", "--args", '{"n": 7}', env=env)
+        assert code == 0, err
+        assert '"n": 7' in out and "echo: completed" in err
+
+        code, out, err = await starter("run", "echo", "--args", '{"fail": true}', env=env)
+        assert code == 1
+        line = one_line(err)
+        assert "failed" in line and "echo job asked to fail" in line
+        assert len(await _workflows_on(dev_env, settings.temporal_task_queue)) == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "echo", "--args", '{"sleep_s": -1}'], "--args: sleep_s: Input should be"),
+        (["run", "echo", "--args", "{nope"], "--args: not valid JSON"),
+        (["run", "echo", "--args", "[1]"], "--args: pass a JSON object"),
+        (["run", "echo", "--batch-size", "5"], "--batch-size: only sync-products takes it"),
+        (["run", "echo", "--connection", "acme"], "--connection: only sync-products takes it"),
+        (["run", "sync-products", "--args", '{"nope": 1}'], "--args: nope: Extra inputs"),
+        (["run", "sync-products", "--args", '{"batch_size": 0}'], "--args: batch_size:"),
+        (
+            ["run", "sync-products", "--args", '{"batch_size": 5}', "--batch-size", "6"],
+            "--batch-size: also set in --args; pass one",
+        ),
+        (["run", "nope"], "job: unknown job 'nope'; registered jobs: echo, sync-products"),
+    ],
+)
+async def test_run_refuses_bad_args_in_one_line_and_starts_nothing(
+    dev_env: WorkflowEnvironment, settings: Settings, argv: list[str], expected: str
+) -> None:
+    env = cli_env(settings, client_address(dev_env.client))
+    async with build_worker(dev_env.client, settings):
+        code, out, err = await starter(*argv, env=env)
+        assert code == 2, (out, err)
+        assert expected in one_line(err)
+        assert await _workflows_on(dev_env, settings.temporal_task_queue) == []
+
+
+def _keyed(mirror: Mirror, settings: Settings) -> None:
+    """The source as `make run` serves it: the demo connections, the mirror wanting their keys."""
+    from devtools import devstack
+
+    mirror.set_api_keys(devstack.seed_connections(settings))
+
+
+async def test_the_banners_ad_hoc_sync_works_under_make_run(
+    dev_env: WorkflowEnvironment, settings: Settings, mirror: Mirror
+) -> None:
+    from devtools import devstack
+
+    _keyed(mirror, settings)
+    hints = devstack.banner_hints(devstack._banner_connection(settings))
+    (line,) = [line for line in hints if "ad hoc sync" in line]
+    command = line.split("starter.py", 1)[1].split()
+    assert command[:2] == ["run", "sync-products"]
+    env = cli_env(settings, client_address(dev_env.client))
+    async with build_worker(dev_env.client, settings):
+        code, out, err = await starter(*command, "--json", env=env)
+    assert code == 0, (out, err)
+    assert json.loads(out)["status"] == "completed"
+
+
+async def test_run_sync_without_a_connection_on_a_keyed_source_says_pass_one(
+    dev_env: WorkflowEnvironment,
+    settings: Settings,
+    mirror: Mirror,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under `make run` (the CLI in another terminal, DUMMYJSON_BASE_URL unset: devstack's note
+    in DATA_DIR names the source) and with the source named directly: one line, exit 2, no
+    workflow, nothing logged by the worker."""
+    from devtools import devstack
+
+    _keyed(mirror, settings)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    devstack.record_source(data_dir, mirror.url, settings.temporal_task_queue)
+    under_make_run = cli_env(settings, client_address(dev_env.client), DATA_DIR=str(data_dir))
+    del under_make_run["DUMMYJSON_BASE_URL"]
+    direct = cli_env(settings, client_address(dev_env.client))
+    async with build_worker(dev_env.client, settings):
+        for env in (under_make_run, direct):
+            code, out, err = await starter("run", "sync-products", env=env)
+            assert code == 2, (out, err)
+            assert one_line(err) == (
+                f"error: --connection: the source at {mirror.url} wants an API key; "
+                "pass --connection ID (starter.py connections list)"
+            )
+    assert await _workflows_on(dev_env, settings.temporal_task_queue) == []
+    assert "Traceback" not in caplog.text and "Completing activity as failed" not in caplog.text
