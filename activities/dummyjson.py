@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
@@ -127,6 +127,7 @@ class DummyJSONClient:
                 type=exc.type,
                 non_retryable=exc.non_retryable,
                 next_retry_delay=exc.next_retry_delay,
+                category=exc.category,
             ) from None
 
     def _request(self, path: str, params: dict[str, Any]) -> Any:
@@ -164,6 +165,8 @@ class DummyJSONClient:
                 "`starter.py connections add --replace`",
                 type="Unauthorized",
                 non_retryable=True,
+                # A key to fix, reported in the job's report: no traceback in the worker's log.
+                category=ApplicationErrorCategory.BENIGN,
             )
         if status >= 400:
             raise ApplicationError(

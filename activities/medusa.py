@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.catalog import CURRENCY, BatchKey, BatchPlan, CatalogProduct
 
@@ -115,6 +115,7 @@ class MedusaCatalog:
                 "a secret API key of the store (Settings > Secret API Keys)",
                 type="TargetUnauthorized",
                 non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,  # reported, not a worker traceback
             )
         if status >= 500 or status in (408, 429):
             raise MedusaError(f"{where}: HTTP {status}", type="TargetUnavailable")

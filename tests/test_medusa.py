@@ -26,7 +26,7 @@ from devtools.medusa import MedusaStore
 from devtools.mirror import Faults, Mirror, load_products
 from jobs.sync_products import SyncProductsInput, SyncReport
 from tests.conftest import client_address, connection_store
-from tests.medusa_store import MEDUSA_TIMEOUT_S, medusa_store  # noqa: F401
+from tests.medusa_store import MEDUSA_TIMEOUT_S
 from tests.test_cli import ROOT
 from worker import build_worker
 from workflows.sync_products import SyncProductsWorkflow
