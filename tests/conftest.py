@@ -27,8 +27,6 @@ from client.codec import Keyring, data_converter
 from client.settings import Settings
 from devtools.mirror import Mirror
 
-pytest_plugins = ["tests.medusa_store"]  # the `medusa_store` fixture: a real local Medusa
-
 BIN = Path(sys.executable).parent
 HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop
 # The SDK gives a server 5 s to come up; on a busy 2-core machine (two suites at once) the dev
