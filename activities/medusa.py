@@ -172,15 +172,18 @@ class MedusaCatalog:
 
     # --- reading what the store holds --------------------------------------------------------
 
-    def held(self, tenant: str) -> dict[str, Held]:
-        """Our products in the tenant's channel, by external_id."""
-        fields = "id,handle,external_id,metadata,variants.id"
+    def held(self, tenant: str, external_ids: Sequence[str] | None = None) -> dict[str, Held]:
+        """Our products in the tenant's channel by external_id: all, or just these."""
+        params: dict[str, Any] = {
+            "sales_channel_id": self.channel(tenant),
+            "fields": "id,handle,external_id,metadata,variants.id",
+        }
+        if external_ids is not None:
+            if not external_ids:
+                return {}
+            params["external_id"] = list(external_ids)
         out: dict[str, Held] = {}
-        for p in self._pages(
-            "/admin/products",
-            "products",
-            {"sales_channel_id": self.channel(tenant), "fields": fields},
-        ):
+        for p in self._pages("/admin/products", "products", params):
             external_id = p.get("external_id")
             if not isinstance(external_id, str) or not external_id.startswith("dummyjson:"):
                 continue
@@ -245,12 +248,18 @@ class MedusaCatalog:
     def _plan(
         self, products: Sequence[CatalogProduct], tenant: str, run: str | None
     ) -> tuple[BatchPlan, dict[str, Held], list[tuple[str, CatalogProduct]]]:
-        held = self.held(tenant)
+        held = self.held(tenant, [p.external_id for p in products])
         plan = BatchPlan()
         landed: list[tuple[str, CatalogProduct]] = []
+        handles: set[str] = set()
         for product in products:
             h = held.get(product.external_id)
-            if h is None:
+            if h is None:  # two source products with one title: the second gets its id added
+                if product.handle in handles:
+                    product = product.model_copy(
+                        update={"handle": f"{product.handle}-{_source_id(product)}"}
+                    )
+                handles.add(product.handle)
                 plan.create.append(product)
                 continue
             if h.hash == product.content_hash():
@@ -285,18 +294,36 @@ class MedusaCatalog:
         plan.create, plan.update = [], []
         for item in items:
             product, op, _ = item
-            try:
-                self._batch([item])
-            except MedusaError as exc:
-                if exc.type != "TargetRejected":
-                    raise
-                plan.rejected.append((product.external_id, exc.message))
-                continue
-            if op == "create":
+            refused = self._alone(item)
+            if refused is not None:
+                plan.rejected.append((product.external_id, refused))
+            elif op == "create":
                 plan.create.append(product)
             else:
                 plan.update.append((0, product))
         return None
+
+    def _alone(self, item: tuple[CatalogProduct, str, dict[str, Any]]) -> str | None:
+        """One product on its own; None when written, else why the store refused it. A handle
+        taken meanwhile (two products with one title in batches running at once) gets the
+        source id appended, as the planner does within a batch."""
+        product, op, body = item
+        try:
+            self._batch([item])
+            return None
+        except MedusaError as exc:
+            if exc.type != "TargetRejected":
+                raise
+            if op != "create" or "handle" not in exc.message:
+                return exc.message
+        suffixed = {**body, "handle": f"{body['handle']}-{_source_id(product)}"}
+        try:
+            self._batch([(product, op, suffixed)])
+            return None
+        except MedusaError as exc:
+            if exc.type != "TargetRejected":
+                raise
+            return exc.message
 
     def _batch(self, items: Sequence[tuple[CatalogProduct, str, dict[str, Any]]]) -> None:
         """One batch write, then the stock of what it wrote (one more request)."""
@@ -417,6 +444,10 @@ class MedusaCatalog:
             **self._fields(p, "updated", run),
             "variants": [{"id": h.variant_id, **variant}] if h.variant_id else [],
         }
+
+
+def _source_id(product: CatalogProduct) -> str:
+    return product.external_id.rsplit(":", 1)[-1]
 
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
