@@ -3,7 +3,11 @@
 Starts its own Temporal dev server, mirror and worker (nothing else needs to run), then times
 the CLI command end to end (process start to exit) and reads the job's own duration from the
 report, with payload encryption off and on (the default), in one run. Prints one table.
-Usage: .venv/bin/python bench/sync.py [--runs 5] [--latency-ms 0]
+Usage: .venv/bin/python bench/sync.py [--runs 5] [--latency-ms 0] [--target sqlite|medusa]
+
+With --target medusa it starts a local Medusa store too (devtools/medusa; installed once) and
+times the same three runs into it, beside a plain script that sends the same batches straight to
+the Admin API (the same target code, 4 batches at once, no Temporal), with the ratio.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,7 +63,10 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--latency-ms", type=int, default=0, help="mirror latency per request")
+    p.add_argument("--target", choices=("sqlite", "medusa"), default="sqlite")
     a = p.parse_args()
+    if a.target == "medusa":
+        return await medusa_main(a)
     env_server = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
@@ -112,6 +120,108 @@ async def main() -> None:
     print(f"{'run':39} {'runs':>4} {'CLI wall s (median)':>20} {'job duration s':>15}")
     for kind, runs, wall, job in rows:
         print(f"{kind:39} {runs:>4} {wall:>20.2f} {job:>15.2f}")
+
+
+def direct_sync(mirror_url: str, target: Any, *, dry_run: bool) -> tuple[float, int, int, int]:
+    """The same batches as the job (15 products, 4 at once) straight to the target: no Temporal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from activities.catalog import from_dummyjson
+    from activities.dummyjson import DummyJSONClient, SourceProduct
+
+    started = time.perf_counter()
+    source = DummyJSONClient(mirror_url)
+    total = source.count()
+
+    def batch(offset: int) -> tuple[int, int, int]:
+        page = source.page(offset, min(15, total - offset))
+        products = [from_dummyjson(SourceProduct.model_validate(p)) for p in page.products]
+        plan = target.sync_batch(products, tenant="default", dry_run=dry_run)
+        return len(plan.create), len(plan.update), len(plan.unchanged)
+
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(batch, range(0, total, 15)))
+    source.close()
+    created, updated, unchanged = (sum(c[i] for c in counts) for i in range(3))
+    return time.perf_counter() - started, created, updated, unchanged
+
+
+async def medusa_main(a: argparse.Namespace) -> None:
+    from devtools.medusa import start
+
+    from activities.medusa import MedusaCatalog
+
+    env_server = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        dev_server_startup_timeout=timedelta(seconds=60),
+    )
+    mirror = Mirror(faults=Faults(latency_ms=a.latency_ms)).start()
+    address = env_server.client.service_client.config.target_host
+    keys = Keyring.new_entry()
+    rows: list[tuple[str, int, float, float, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = start(Path(tmp) / "medusa", durable=False)
+        try:
+            settings = Settings(
+                dummyjson_base_url=mirror.url,
+                catalog_db=Path(tmp) / "catalog.db",
+                temporal_task_queue="bench-medusa",
+                payload_keys=keys,  # type: ignore[arg-type]
+                sync_products_target="medusa",
+                medusa_backend_url=store.url,
+                medusa_api_key=store.api_key,  # type: ignore[arg-type]
+            )
+            env = {
+                **os.environ,
+                "TEMPORAL_ADDRESS": address,
+                "TEMPORAL_TASK_QUEUE": "bench-medusa",
+                "DUMMYJSON_BASE_URL": mirror.url,
+                "PAYLOAD_KEYS": keys,
+            }
+            direct_target = MedusaCatalog(store.url, store.api_key)
+            client = await Client.connect(address, data_converter=converter_for(settings))
+            async with build_worker(client, settings):
+                for kind, args, dry in (
+                    ("full (194 created)", (), False),
+                    ("no change (194 unchanged)", (), False),
+                    ("dry run", ("--dry-run",), True),
+                ):
+                    runs = 1 if kind.startswith("full") else a.runs
+                    walls, jobs, direct = [], [], []
+                    for _ in range(runs):
+                        if kind.startswith("full"):
+                            store.reset()
+                        wall, report = await run_cli(env, *args)
+                        walls.append(wall)
+                        jobs.append(float(report["duration_s"]))  # type: ignore[arg-type]
+                        if kind.startswith("full"):
+                            store.reset()
+                        seconds, *_ = direct_sync(mirror.url, direct_target, dry_run=dry)
+                        direct.append(seconds)
+                    rows.append(
+                        (
+                            kind,
+                            runs,
+                            statistics.median(walls),
+                            statistics.median(jobs),
+                            statistics.median(direct),
+                        )
+                    )
+            direct_target.close()
+        finally:
+            store.stop()
+    mirror.stop()
+    await env_server.shutdown()
+    print(
+        "sync-products into a local Medusa 2.21 store, 194 products, batch size 15, 4 in flight, "
+        f"mirror latency {a.latency_ms} ms"
+    )
+    print(
+        f"{'run':28} {'runs':>4} {'CLI wall s':>11} {'job s':>7} {'direct s':>9} {'job/direct':>11}"
+    )
+    for kind, runs, wall, job, plain in rows:
+        print(f"{kind:28} {runs:>4} {wall:>11.2f} {job:>7.2f} {plain:>9.2f} {job / plain:>10.2f}x")
 
 
 if __name__ == "__main__":
