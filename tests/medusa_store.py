@@ -33,10 +33,13 @@ _shared: dict[str, object] = {"store": None, "users": 0}
 def _acquire(tmp_path_factory: pytest.TempPathFactory) -> MedusaStore:
     store = _shared["store"]
     if store is None:
+        problem = None
         try:
             store = start(tmp_path_factory.mktemp("medusa"), durable=False)
         except (MissingPrerequisite, StoreError) as exc:
-            pytest.fail(f"Medusa store: {exc}", pytrace=False)
+            problem = str(exc)
+        if problem is not None:  # outside the except: one line, no chained traceback
+            pytest.fail(f"Medusa store: {problem}", pytrace=False)
         _shared["store"] = store
     _shared["users"] = int(_shared["users"]) + 1  # type: ignore[call-overload]
     assert isinstance(store, MedusaStore)

@@ -764,7 +764,10 @@ def start(
         store._medusa = _start_medusa(inst, store, port)
         _wait_ready(store)
         store_started = time.monotonic() - t0
-        _prepare(store, state)
+        try:
+            _prepare(store, state)
+        except httpx.HTTPError as exc:
+            raise StoreError(f"Medusa's Admin API failed: {exc}; see {store.medusa_log}") from None
         _write_private(data_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
         _write_private(
             data_dir / ENV_FILE,
