@@ -27,30 +27,32 @@ from devtools.medusa import MedusaStore, MissingPrerequisite, StoreError, start
 # machine, far more than the suite's 300 s per test.
 MEDUSA_TIMEOUT_S = 1800
 
-_shared: dict[str, object] = {"store": None, "users": 0}
+
+class _Shared:
+    """One store per process, however many modules (or conftest.py) import the fixture."""
+
+    store: MedusaStore | None = None
+    users = 0
 
 
 def _acquire(tmp_path_factory: pytest.TempPathFactory) -> MedusaStore:
-    store = _shared["store"]
-    if store is None:
+    if _Shared.store is None:
         problem = None
         try:
-            store = start(tmp_path_factory.mktemp("medusa"), durable=False)
+            _Shared.store = start(tmp_path_factory.mktemp("medusa"), durable=False)
         except (MissingPrerequisite, StoreError) as exc:
             problem = str(exc)
         if problem is not None:  # outside the except: one line, no chained traceback
             pytest.fail(f"Medusa store: {problem}", pytrace=False)
-        _shared["store"] = store
-    _shared["users"] = int(_shared["users"]) + 1  # type: ignore[call-overload]
-    assert isinstance(store, MedusaStore)
-    return store
+    _Shared.users += 1
+    assert _Shared.store is not None
+    return _Shared.store
 
 
 def _release() -> None:
-    _shared["users"] = int(_shared["users"]) - 1  # type: ignore[call-overload]
-    store = _shared["store"]
-    if _shared["users"] == 0 and isinstance(store, MedusaStore):
-        _shared["store"] = None
+    _Shared.users -= 1
+    if _Shared.users == 0 and _Shared.store is not None:
+        store, _Shared.store = _Shared.store, None
         store.stop()
 
 
