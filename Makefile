@@ -4,13 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench clean help
+.PHONY: run test lint bench medusa clean help
 
 help:
 	@echo "make run    set up .venv, start Temporal dev server + UI, DummyJSON mirror, worker, schedules"
 	@echo "make test   set up .venv and run the test suite"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  print sync and schedule figures (bench/)"
+	@echo "make medusa install (once) and start a local Medusa 2.21 store; Ctrl-C stops it"
 
 # The venv holds exactly the versions in uv.lock (uv from PyPI, then `uv sync --locked`, which
 # also fails if uv.lock no longer matches pyproject.toml: run `.venv/bin/uv lock` after editing it).
@@ -35,6 +36,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/sync.py
 	$(PY) bench/fanout.py --sizes 1000 10000
+
+# A local Medusa store for the Medusa sync target (devtools/medusa): installed once per machine
+# under ~/.cache/schedjobs (SCHEDJOBS_MEDUSA_CACHE), kept in DATA_DIR/medusa (default data/medusa); prints
+# MEDUSA_BACKEND_URL and MEDUSA_API_KEY. Flags: $(PY) -m devtools.medusa --help
+medusa: $(STAMP)
+	@$(PY) -m devtools.medusa
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache *.egg-info
