@@ -147,9 +147,8 @@ def direct_sync(mirror_url: str, target: Any, *, dry_run: bool) -> tuple[float, 
 
 
 async def medusa_main(a: argparse.Namespace) -> None:
-    from devtools.medusa import start
-
     from activities.medusa import MedusaCatalog
+    from devtools.medusa import start
 
     env_server = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,

@@ -26,6 +26,7 @@ from activities.connections import ConnectionStore
 from client.codec import Keyring, data_converter
 from client.settings import Settings
 from devtools.mirror import Mirror
+from tests.medusa_store import clean_medusa_store, medusa_store  # noqa: F401  (fixtures)
 
 BIN = Path(sys.executable).parent
 HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop
