@@ -81,7 +81,7 @@ class MedusaError(ApplicationError):
 
 
 class MedusaCatalog:
-    """One store, one pooled HTTP client; sales channels are looked up (or made) once."""
+    """One store, one pooled HTTP client (thread-safe: batches run at once)."""
 
     def __init__(self, base_url: str, api_key: str, *, currency: str = CURRENCY) -> None:
         self.base_url = base_url.rstrip("/")
@@ -89,8 +89,6 @@ class MedusaCatalog:
         self._http = httpx.Client(
             base_url=self.base_url, auth=(api_key, ""), timeout=TIMEOUT, headers=_JSON
         )
-        self._channels: dict[str, str] = {}
-        self._location: str | None = None
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -140,10 +138,10 @@ class MedusaCatalog:
     # --- sales channels: one per connection -------------------------------------------------
 
     def channel(self, tenant: str) -> str:
-        """The connection's sales channel id, made the first time (named after the tenant)."""
-        with self._lock:
-            if tenant in self._channels:
-                return self._channels[tenant]
+        """The connection's sales channel id, made the first time (named after the tenant).
+        Looked up on every batch, not kept: a channel an admin deleted is made again, instead
+        of products being written into a channel that is gone."""
+        with self._lock:  # one worker never makes the same channel twice
             name = f"schedjobs: {tenant}"
             found = [
                 c
@@ -167,7 +165,6 @@ class MedusaCatalog:
                     f"/admin/stock-locations/{self.location()}/sales-channels",
                     body={"add": [channel_id]},
                 )
-            self._channels[tenant] = channel_id
             return channel_id
 
     # --- reading what the store holds --------------------------------------------------------
@@ -340,20 +337,16 @@ class MedusaCatalog:
     # --- stock: inventory levels at the store's stock location -------------------------------
 
     def location(self) -> str:
-        """Where our stock is kept: the store's first stock location, or one we make."""
+        """Where our stock is kept: the store's first stock location, or one we make (looked
+        up each time, like the channel)."""
         with self._lock:
-            if self._location is None:
-                found = self._call(
-                    "GET", "/admin/stock-locations", params={"fields": "id", "limit": 1}
-                )
-                if found.get("stock_locations"):
-                    self._location = str(found["stock_locations"][0]["id"])
-                else:
-                    made = self._call(
-                        "POST", "/admin/stock-locations", body={"name": "schedjobs warehouse"}
-                    )
-                    self._location = str(made["stock_location"]["id"])
-            return self._location
+            found = self._call("GET", "/admin/stock-locations", params={"fields": "id", "limit": 1})
+            if found.get("stock_locations"):
+                return str(found["stock_locations"][0]["id"])
+            made = self._call(
+                "POST", "/admin/stock-locations", body={"name": "schedjobs warehouse"}
+            )
+            return str(made["stock_location"]["id"])
 
     def _set_stock(
         self, written: list[dict[str, Any]], products: dict[str, CatalogProduct]
