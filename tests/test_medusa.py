@@ -21,7 +21,10 @@ import pytest
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
+from activities.catalog import BatchKey, BatchPlan, from_dummyjson
 from activities.connections import NewConnection
+from activities.dummyjson import SourceProduct
+from activities.medusa import MedusaCatalog
 from client.settings import Settings
 from devtools.medusa import MedusaStore
 from devtools.mirror import Faults, Mirror, load_products
@@ -309,3 +312,24 @@ async def test_a_worker_killed_mid_sync_leaves_exactly_194_products(
     assert report.status == "completed", report
     assert len(held) == 194 and len({p["external_id"] for p in held}) == 194
     assert report.created + report.updated + report.unchanged == 194
+
+
+def test_a_retried_batch_whose_write_landed_counts_that_write_and_restocks(
+    medusa_store: MedusaStore,
+) -> None:
+    """The attempt that wrote died before Temporal heard: the retry (same sync run and batch)
+    reports what was written, not "unchanged", and sets the stock again."""
+    target = MedusaCatalog(medusa_store.url, medusa_store.api_key)
+    tenant = f"m{uuid.uuid4().hex[:8]}"
+    batch = [from_dummyjson(SourceProduct.model_validate(p)) for p in load_products()[:3]]
+    key = BatchKey(f"sync-{tenant}/run-1", 0)
+
+    def counts(plan: BatchPlan) -> str:
+        return f"{len(plan.create)}/{len(plan.update)}/{len(plan.unchanged)}"
+
+    assert target.sync_batch_once(key, batch, tenant=tenant, outcome=counts) == "3/0/0"
+    assert target.sync_batch_once(key, batch, tenant=tenant, outcome=counts) == "3/0/0"
+    later = BatchKey(f"sync-{tenant}/run-2", 0)  # the next sync: nothing to write
+    assert target.sync_batch_once(later, batch, tenant=tenant, outcome=counts) == "0/0/3"
+    assert len(products(medusa_store, tenant)) == 3
+    target.close()
