@@ -303,7 +303,7 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             f"  DummyJSON source  {env['DUMMYJSON_BASE_URL']}/products\n"
             f"  payloads          {_payloads_line(keyring, codec_url)}\n"
             f"{mirror_admin}"
-            f"  catalog           {settings.catalog_path}\n"
+            f"  sync target       {_target_line(settings)}\n"
             f"  connections       {len(keys)}: .venv/bin/python starter.py connections list\n"
             f"  task queue        {settings.temporal_task_queue}\n"
             + "".join(f"{line}\n" for line in banner_hints(_banner_connection(settings)))
@@ -369,6 +369,12 @@ def running_source(data_dir: Path, task_queue: str) -> str | None:
     except PermissionError:
         pass
     return source
+
+
+def _target_line(settings: Settings) -> str:
+    if settings.sync_products_target == "medusa":
+        return f"Medusa at {settings.medusa_backend_url} (SYNC_PRODUCTS_TARGET=medusa)"
+    return f"the SQLite catalog {settings.catalog_path}"
 
 
 def _payloads_line(keyring: Keyring | None, codec_url: str | None) -> str:
