@@ -29,6 +29,7 @@ from workflows.schedule import ScheduleWorkflow
 
 QUERY_TIMEOUT = 5.0
 UPDATE_TIMEOUT = timedelta(seconds=15)
+START_CONCURRENCY = 32  # loops started (or checked) at once by `start` and `update`
 UPDATE_ATTEMPTS = 5
 
 
@@ -122,36 +123,51 @@ async def start_schedules(
         problem = payload_problem(spec)
         if problem:
             raise ConfigError(f"schedule {spec.name!r}: {problem}")
-    lines = []
-    for spec in specs:
-        handle = client.get_workflow_handle(schedule_id(spec.name))
-        status = await status_of(handle)
-        if status == WorkflowExecutionStatus.RUNNING:
-            lines.append(await apply_spec(handle, spec))
-            continue
-        if status == WorkflowExecutionStatus.COMPLETED:
-            summary = await client.get_workflow_handle(
-                handle.id, result_type=ScheduleSummary
-            ).result()
-            lines.append(
-                f"{spec.name}: already finished ({summary.reason}, {summary.fires} fires); "
-                "not restarted"
-            )
-            continue
-        if not start_new:
-            lines.append(f"{spec.name}: not running; `starter.py start` starts it")
-            continue
-        try:
-            await client.start_workflow(
-                ScheduleWorkflow.run,
-                ScheduleInput(spec=spec),
-                id=handle.id,
-                task_queue=task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                memo=memo,
-            )
-        except WorkflowAlreadyStartedError:
-            lines.append(f"{spec.name}: already running as {handle.id}; nothing started")
-            continue
-        lines.append(f"{spec.name}: started as {handle.id} ({describe_spec(spec)})")
-    return lines
+    slots = asyncio.Semaphore(START_CONCURRENCY)
+
+    async def one(spec: ScheduleSpec) -> str:
+        async with slots:
+            return await _start_one(client, spec, task_queue, start_new=start_new, memo=memo)
+
+    # A few RPCs each, in flight at once (bounded): 1,000 loops start in seconds, not minutes.
+    # The lines keep the file's order; the first refusal cancels the rest.
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(spec)) for spec in specs]
+    except BaseExceptionGroup as failed:  # the first one, as if they had run in turn
+        raise failed.exceptions[0] from None
+    return [t.result() for t in tasks]
+
+
+async def _start_one(
+    client: Client,
+    spec: ScheduleSpec,
+    task_queue: str,
+    *,
+    start_new: bool,
+    memo: dict[str, Any] | None,
+) -> str:
+    handle = client.get_workflow_handle(schedule_id(spec.name))
+    status = await status_of(handle)
+    if status == WorkflowExecutionStatus.RUNNING:
+        return await apply_spec(handle, spec)
+    if status == WorkflowExecutionStatus.COMPLETED:
+        summary = await client.get_workflow_handle(handle.id, result_type=ScheduleSummary).result()
+        return (
+            f"{spec.name}: already finished ({summary.reason}, {summary.fires} fires); "
+            "not restarted"
+        )
+    if not start_new:
+        return f"{spec.name}: not running; `starter.py start` starts it"
+    try:
+        await client.start_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=spec),
+            id=handle.id,
+            task_queue=task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            memo=memo,
+        )
+    except WorkflowAlreadyStartedError:
+        return f"{spec.name}: already running as {handle.id}; nothing started"
+    return f"{spec.name}: started as {handle.id} ({describe_spec(spec)})"
