@@ -169,10 +169,10 @@ class MedusaCatalog:
 
     # --- reading what the store holds --------------------------------------------------------
 
-    def held(self, tenant: str, external_ids: Sequence[str] | None = None) -> dict[str, Held]:
-        """Our products in the tenant's channel by external_id: all, or just these."""
+    def held(self, channel: str, external_ids: Sequence[str] | None = None) -> dict[str, Held]:
+        """Our products in a connection's channel by external_id: all, or just these."""
         params: dict[str, Any] = {
-            "sales_channel_id": self.channel(tenant),
+            "sales_channel_id": channel,
             "fields": "id,handle,external_id,metadata,variants.id",
         }
         if external_ids is not None:
@@ -201,9 +201,10 @@ class MedusaCatalog:
     def sync_batch(
         self, products: Sequence[CatalogProduct], *, tenant: str = DEFAULT_TENANT, dry_run: bool
     ) -> BatchPlan:
-        plan, held, _ = self._plan(products, tenant, run=None)
+        channel = self.channel(tenant)
+        plan, held, _ = self._plan(products, channel, run=None)
         if not dry_run:
-            self._write(plan, held, tenant, run=None)
+            self._write(plan, held, tenant, channel, run=None)
         return plan
 
     def sync_batch_once(
@@ -217,8 +218,9 @@ class MedusaCatalog:
         """Plan and write, stamping each written product with this sync run: a retry of a batch
         whose write landed (the worker died before Temporal heard) counts those writes again
         as created / updated, so the report stays true."""
-        plan, held, landed = self._plan(products, tenant, run=key.sync_run)
-        self._write(plan, held, tenant, run=key.sync_run)
+        channel = self.channel(tenant)
+        plan, held, landed = self._plan(products, channel, run=key.sync_run)
+        self._write(plan, held, tenant, channel, run=key.sync_run)
         self._restock([p for _, p in landed], held)
         for op, item in landed:
             if op == "created":
@@ -232,7 +234,7 @@ class MedusaCatalog:
         return None
 
     def remove_missing(self, keep: set[str], *, tenant: str = DEFAULT_TENANT, dry_run: bool) -> int:
-        gone = [h.id for ext, h in self.held(tenant).items() if ext not in keep]
+        gone = [h.id for ext, h in self.held(self.channel(tenant)).items() if ext not in keep]
         if gone and not dry_run:
             for start in range(0, len(gone), PAGE):
                 self._call(
@@ -243,9 +245,9 @@ class MedusaCatalog:
     # --- planning and writing ----------------------------------------------------------------
 
     def _plan(
-        self, products: Sequence[CatalogProduct], tenant: str, run: str | None
+        self, products: Sequence[CatalogProduct], channel: str, run: str | None
     ) -> tuple[BatchPlan, dict[str, Held], list[tuple[str, CatalogProduct]]]:
-        held = self.held(tenant, [p.external_id for p in products])
+        held = self.held(channel, [p.external_id for p in products])
         plan = BatchPlan()
         landed: list[tuple[str, CatalogProduct]] = []
         handles: set[str] = set()
@@ -268,11 +270,12 @@ class MedusaCatalog:
                 plan.update.append((0, product.model_copy(update={"handle": h.handle})))
         return plan, held, landed
 
-    def _write(self, plan: BatchPlan, held: dict[str, Held], tenant: str, run: str | None) -> None:
+    def _write(
+        self, plan: BatchPlan, held: dict[str, Held], tenant: str, channel: str, run: str | None
+    ) -> None:
         """One request for the batch. Medusa's batch is all or nothing, so if the store refuses
         it (a 400), each product is sent alone: only the bad one is reported, and its
         batch-mates are written."""
-        channel = self.channel(tenant) if plan.create else ""
         items: list[tuple[CatalogProduct, str, dict[str, Any]]] = [
             *((p, "create", self._create(p, tenant, channel, run)) for p in plan.create),
             *((p, "update", self._update(p, held[p.external_id], run)) for _, p in plan.update),

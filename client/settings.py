@@ -235,8 +235,7 @@ class Settings(BaseSettings):
         written is found out when something is."""
         if value.exists() and not value.is_dir():
             raise ValueError("is a file, not a directory")
-        if _file_above(value):
-            raise ValueError(f"{_file_above(value)} is a file, not a directory")
+        _no_file_above(value)
         return value
 
     @field_validator("catalog_db")
@@ -246,8 +245,7 @@ class Settings(BaseSettings):
             return None
         if value.is_dir():
             raise ValueError("is a directory, not a file")
-        if _file_above(value):
-            raise ValueError(f"{_file_above(value)} is a file, not a directory")
+        _no_file_above(value)
         return value
 
     @field_validator("dummyjson_base_url")
@@ -306,6 +304,13 @@ class Settings(BaseSettings):
     def catalog_path(self) -> Path:
         assert self.catalog_db is not None
         return self.catalog_db
+
+
+def _no_file_above(path: Path) -> None:
+    """A path under a file can never be made (DATA_DIR=/etc/passwd/data): say which file."""
+    above = _file_above(path)
+    if above is not None:
+        raise ValueError(f"{above} is a file, not a directory")
 
 
 def _file_above(path: Path) -> Path | None:

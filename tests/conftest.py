@@ -7,7 +7,9 @@ import asyncio
 import functools
 import inspect
 import os
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -29,6 +31,7 @@ from devtools.mirror import Mirror
 from tests.medusa_store import clean_medusa_store, medusa_store  # noqa: F401  (fixtures)
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop
 # The SDK gives a server 5 s to come up; on a busy 2-core machine (two suites at once) the dev
 # server has been seen to need more.
@@ -138,3 +141,34 @@ def _bounded(fn: Callable[..., Any], seconds: float) -> Callable[..., Any]:
 def connection_store(settings: Settings) -> ConnectionStore:
     """The connection registry the worker of `settings` reads."""
     return ConnectionStore(settings.catalog_path, settings.connections_secret())
+
+
+def worker_process(
+    env_: WorkflowEnvironment,
+    settings: Settings,
+    tmp_path: Path,
+    *,
+    log: Path | None = None,
+    **extra: str,
+) -> subprocess.Popen[bytes]:
+    """`python worker.py` as a deploy runs it, on the test's queue, mirror and catalog (plus
+    `extra` settings), its output in `log` (default: a new file in tmp_path)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYNC_PRODUCTS_", "TEMPORAL_", "GRACEFUL_"))
+    }
+    env.update(
+        TEMPORAL_ADDRESS=client_address(env_.client),
+        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+        DUMMYJSON_BASE_URL=settings.dummyjson_base_url,
+        CATALOG_DB=str(settings.catalog_path),
+        CONNECTIONS_KEY=TEST_CONNECTIONS_KEY,
+        SESSION_SECRET=TEST_SESSION_SECRET,
+        DATA_DIR=str(tmp_path / "data"),
+        **extra,
+    )
+    out = (log or tmp_path / f"worker-{time.monotonic_ns()}.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=out
+    )

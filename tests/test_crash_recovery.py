@@ -5,10 +5,7 @@ shutdown); and a batch committed by an attempt that was lost is counted once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -31,39 +28,13 @@ from activities.sync_products import SyncProductsActivities
 from client.settings import Settings
 from devtools.mirror import Faults, Mirror
 from jobs.sync_products import SyncProductsInput, SyncReport
-from tests.conftest import TEST_CONNECTIONS_KEY, TEST_SESSION_SECRET
-from tests.test_cli import ROOT
+from tests.conftest import worker_process
 from tests.test_sync_products import rows
 from worker import build_worker
 from workflows.sync_products import BATCH_TIMEOUT, SyncProductsWorkflow
 
 LATENCY_MS = 2000  # every /products answer: a batch is in flight long enough to kill its worker
 BIG_BATCHES = 100  # 194 products: two batches (offsets 0 and 100), both in flight at once
-
-
-def worker_process(
-    env_: WorkflowEnvironment, settings: Settings, tmp_path: Path, **extra: str
-) -> subprocess.Popen[bytes]:
-    """`python worker.py` as a deploy runs it, on the test's queue, mirror and catalog."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SYNC_PRODUCTS_", "TEMPORAL_", "GRACEFUL_"))
-    }
-    env.update(
-        TEMPORAL_ADDRESS=env_.client.service_client.config.target_host,
-        TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
-        DUMMYJSON_BASE_URL=settings.dummyjson_base_url,
-        CATALOG_DB=str(settings.catalog_path),
-        CONNECTIONS_KEY=TEST_CONNECTIONS_KEY,
-        SESSION_SECRET=TEST_SESSION_SECRET,
-        DATA_DIR=str(tmp_path / "data"),
-        **extra,
-    )
-    log = (tmp_path / f"worker-{time.monotonic_ns()}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py")], env=env, stdout=log, stderr=log
-    )
 
 
 async def until(check: Callable[[], bool], timeout: float = 60) -> None:
@@ -192,12 +163,13 @@ async def test_a_second_sigterm_stops_the_worker_at_once(
     dev_env: WorkflowEnvironment, settings: Settings, mirror: Mirror, tmp_path: Path
 ) -> None:
     mirror.set_faults(Faults(latency_ms=10_000))
-    proc = worker_process(dev_env, settings, tmp_path)
+    log = tmp_path / "worker.log"
+    proc = worker_process(dev_env, settings, tmp_path, log=log)
     try:
         handle = await start_sync(dev_env, settings, batch_size=BIG_BATCHES)
         await until(lambda: mirror.stats["requests"] >= 1)  # the count is in flight
         proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.5)
+        await until(lambda: "Beginning worker shutdown" in log.read_text(errors="replace"))
         assert proc.poll() is None  # waiting for the running activity
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(proc.wait, 5)

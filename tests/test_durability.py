@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,8 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from client.settings import Settings
 from scheduling.plan import fire_id
-from tests.conftest import BIN, CONVERTER, SEARCH_ATTRIBUTES, STARTUP
-from tests.test_cli import ROOT
+from tests.conftest import BIN, CONVERTER, SEARCH_ATTRIBUTES, STARTUP, worker_process
 from tests.test_schedule_loop import spec, start_loop, wait_for
 from worker import build_worker
 from workflows.models import ScheduleSummary
@@ -109,31 +106,19 @@ async def test_children_are_searchable_by_schedule_name_and_fire_time(
 
 
 async def test_a_worker_killed_during_fires_loses_and_doubles_nothing(
-    dev_env: WorkflowEnvironment, settings: Settings
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
 ) -> None:
     """kill -9 the worker process just as fires are due, twice; a new one takes over each time.
     Every slot then either ran exactly once or is recorded as skipped, with its reason: missed
     (the loop woke too late), or overlap (the job of the fire before, stuck on the dead worker
     until the new one took it, still ran)."""
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "TEMPORAL_TASK_QUEUE": settings.temporal_task_queue,
-        "DUMMYJSON_BASE_URL": settings.dummyjson_base_url,
-        "CATALOG_DB": str(settings.catalog_path),
-    }
     every = timedelta(seconds=3)
     begin = (await dev_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=2)
     s = spec(every="3s", start_at=begin, limit=5)
     handle = await start_loop(dev_env, settings, s)
 
     def worker() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        return worker_process(dev_env, settings, tmp_path)
 
     proc = worker()
     try:

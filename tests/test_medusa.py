@@ -5,15 +5,14 @@ run, a wrong key, a retried 500, one sales channel per connection, and a worker 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,11 +27,10 @@ from activities.medusa import MedusaCatalog
 from client.settings import Settings
 from devtools.medusa import MedusaStore
 from devtools.mirror import Faults, Mirror, load_products
-from jobs.sync_products import SyncProductsInput, SyncReport
-from tests.conftest import client_address, connection_store
+from jobs.sync_products import SyncProductsInput
+from tests.conftest import connection_store, worker_process
 from tests.medusa_store import MEDUSA_TIMEOUT_S
-from tests.test_cli import ROOT
-from worker import build_worker
+from tests.test_sync_products import sync
 from workflows.sync_products import SyncProductsWorkflow
 
 pytestmark = pytest.mark.timeout(MEDUSA_TIMEOUT_S)  # the first use may install Medusa
@@ -51,17 +49,6 @@ def connection(settings: Settings, scope: str | None = None) -> str:
         NewConnection(id=cid, name=cid, api_key=f"key-{cid}", scope=scope)  # type: ignore[arg-type]
     )
     return cid
-
-
-async def sync(env: WorkflowEnvironment, settings: Settings, **args: Any) -> SyncReport:
-    inp = SyncProductsInput.model_validate({"retry_initial_interval_s": 0.05, **args})
-    async with build_worker(env.client, settings):
-        return await env.client.execute_workflow(
-            SyncProductsWorkflow.run,
-            inp,
-            id=f"medusa-sync-{uuid.uuid4().hex[:8]}",
-            task_queue=settings.temporal_task_queue,
-        )
 
 
 def products(store: MedusaStore, cid: str) -> list[dict[str, Any]]:
@@ -261,28 +248,23 @@ async def test_a_500_is_retried_and_a_400_for_one_product_spares_its_batch_mates
 
 
 async def test_a_worker_killed_mid_sync_leaves_exactly_194_products(
-    dev_env: WorkflowEnvironment, settings: Settings, medusa_store: MedusaStore, mirror: Mirror
+    dev_env: WorkflowEnvironment,
+    settings: Settings,
+    medusa_store: MedusaStore,
+    mirror: Mirror,
+    tmp_path: Path,
 ) -> None:
     target = medusa_settings(settings, medusa_store)
     cid = connection(target)
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": client_address(dev_env.client),
-        "TEMPORAL_TASK_QUEUE": target.temporal_task_queue,
-        "DUMMYJSON_BASE_URL": target.dummyjson_base_url,
-        "CATALOG_DB": str(target.catalog_path),
-        "CONNECTIONS_KEY": target.connections_secret(),
-        "SYNC_PRODUCTS_TARGET": "medusa",
-        "MEDUSA_BACKEND_URL": medusa_store.url,
-        "MEDUSA_API_KEY": medusa_store.api_key,
-    }
 
     def worker() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py")],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        return worker_process(
+            dev_env,
+            target,
+            tmp_path,
+            SYNC_PRODUCTS_TARGET="medusa",
+            MEDUSA_BACKEND_URL=medusa_store.url,
+            MEDUSA_API_KEY=medusa_store.api_key,
         )
 
     mirror.set_faults(Faults(latency_ms=300))  # batches take long enough to be caught mid-way
