@@ -242,6 +242,50 @@ async def record_removal(client: Client, settings: Settings, mirror: Mirror) -> 
     await save(client, "sync_products_removed", "rec-sync-removed")
 
 
+async def record_cheap_fires(client: Client, settings: Settings) -> None:
+    """Since cheap fires: jobs' ends by completion event, a job handed over across
+    continue-as-new (asked to signal), the overlap check on it, a kept timer, a local expansion."""
+    spec = ScheduleSpec(
+        name="rec-cheap", job="echo", every="1s", limit=4, overlap="skip", args={"sleep_s": 2.5}
+    )
+    handle = await client.start_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=spec, fires_per_run=2),
+        id="schedule/rec-cheap",
+        task_queue=settings.temporal_task_queue,
+    )
+    first_run = handle.result_run_id
+    await wait_fires(handle, 1)
+    await handle.execute_update(ScheduleWorkflow.pause, PauseRequest(note="a wake"))
+    await handle.execute_update(ScheduleWorkflow.resume, PauseRequest())
+    await handle.result()
+    await save(client, "schedule_cheap_first_run", "schedule/rec-cheap", first_run)
+    await save(client, "schedule_cheap_last_run", "schedule/rec-cheap")
+    async for job in client.list_workflows("WorkflowType = 'EchoJobWorkflow'"):
+        if job.id.startswith("rec-cheap/"):
+            events = (await client.get_workflow_handle(job.id).fetch_history()).events
+            if any(e.HasField("workflow_execution_signaled_event_attributes") for e in events):
+                await save(client, "echo_job_handed_over", job.id)
+                break
+    else:
+        raise AssertionError("no job of rec-cheap ran across a continue-as-new")
+    spec = ScheduleSpec(
+        name="rec-cheap-expansion",
+        job="echo",
+        every="1s",
+        limit=2,
+        expansion="numbers",
+        args={"count": 2},
+    )
+    await client.execute_workflow(
+        ScheduleWorkflow.run,
+        ScheduleInput(spec=spec),
+        id="schedule/rec-cheap-expansion",
+        task_queue=settings.temporal_task_queue,
+    )
+    await save(client, "schedule_cheap_expansion", "schedule/rec-cheap-expansion")
+
+
 async def main() -> None:
     OUT.mkdir(exist_ok=True)
     env = await WorkflowEnvironment.start_local(
@@ -263,6 +307,7 @@ async def main() -> None:
             await record(env.client, settings, mirror)
             await record_buffered_trigger(env.client, settings)
             await record_removal(env.client, settings, mirror)
+            await record_cheap_fires(env.client, settings)
     mirror.stop()
     await env.shutdown()
 

@@ -16,6 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from client.settings import Settings
 from scheduling.plan import fire_id
+from tests.test_fire_cost import events
 from tests.test_schedule_loop import spec, start_loop, wait_for
 from worker import build_worker
 from workflows.models import ScheduleView
@@ -271,3 +272,7 @@ async def test_overlap_is_judged_across_continue_as_new(
         await dev_env.client.get_workflow_handle(
             f"{s.name}/{fire_id(begin + timedelta(seconds=8))}"
         ).result()
+        # The first job outlived its run: asked to report, it signalled the run after it.
+        first = await events(dev_env.client, f"{s.name}/{fire_id(begin)}")
+    assert first["WORKFLOW_EXECUTION_SIGNALED"] == 1
+    assert first["SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED"] == 1

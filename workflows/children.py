@@ -25,14 +25,30 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     from activities.run_checks import fresh_cached_runs
     from jobs.registry import JOBS, cache_id
+    from scheduling.plan import fire_id
     from scheduling.spec import ScheduleSpec
     from scheduling.types import parse_duration
-    from workflows.models import JobOptions
+    from workflows.models import REPORT_MEMO, REPORT_ON_REQUEST, JobOptions
 
 SCHEDULE_NAME = SearchAttributeKey.for_keyword("ScheduleName")
 SCHEDULED_FIRE_TIME = SearchAttributeKey.for_datetime("ScheduledFireTime")
 CHECK_TIMEOUT = timedelta(seconds=30)
 SESSION_MEMO = "session"
+# One patch for the fire path that costs Temporal least: no activity when the inputs are known,
+# a user expansion as a local activity, jobs' ends read from their completion events (REPORT_MEMO),
+# the server asked only about jobs of an earlier run, and a timer kept across wakes.
+CHEAP_FIRES = "cheap-fires"
+
+
+def watched_memo() -> dict[str, Any]:
+    """The memo for a loop's job whose end the loop reads from its completion event."""
+    return {REPORT_MEMO: REPORT_ON_REQUEST} if workflow.patched(CHEAP_FIRES) else {}
+
+
+def job_summary(job: str, schedule: str, fire: datetime, count: int = 1) -> str:
+    """The one line the Web UI shows for a job (or a fan-out) of a schedule's fire."""
+    jobs = f"{count} `{job}` jobs" if count > 1 else f"`{job}`"
+    return f"{jobs} of {schedule}, fire {fire_id(fire)}"
 
 
 def job_options(spec: ScheduleSpec) -> JobOptions:
@@ -73,6 +89,7 @@ async def start_jobs(
     fire: datetime,
     options: JobOptions,
     close_policy: workflow.ParentClosePolicy,
+    memo: dict[str, Any] | None = None,
 ) -> Started:
     """Start one child per (id, args), all at once; never the same id twice."""
     started = Started(ids=[i for i, _ in jobs])
@@ -86,14 +103,16 @@ async def start_jobs(
                 fresh_cached_runs,
                 args=[[i for i, _ in jobs], options.cache_ttl_s],
                 start_to_close_timeout=CHECK_TIMEOUT,
+                summary=f"which of {len(jobs)} jobs ran within the cache TTL",
             )
         )
         started.ids = [i for i, _ in jobs]
         started.cached = [i for i, _ in jobs if i in fresh]
         jobs = [(i, a) for i, a in jobs if i not in fresh]
     retry = None if options.retries is None else RetryPolicy(maximum_attempts=options.retries + 1)
-    memo = {SESSION_MEMO: options.session} if options.session else None
+    memo = {**(memo or {}), **({SESSION_MEMO: options.session} if options.session else {})}
     attrs = schedule_attributes(schedule, fire)
+    summary = job_summary(job, schedule, fire)
 
     async def start(child_id: str, args: dict[str, Any]) -> None:
         try:
@@ -104,8 +123,9 @@ async def start_jobs(
                 parent_close_policy=close_policy,
                 id_reuse_policy=reuse,
                 retry_policy=retry,
-                memo=memo,
+                memo=memo or None,
                 search_attributes=attrs,
+                static_summary=summary,
             )
         except WorkflowAlreadyStartedError:
             workflow.logger.info("%s already started: not run twice", child_id)

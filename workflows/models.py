@@ -54,6 +54,14 @@ class ScheduleSummary(BaseModel):
     last_fire: datetime | None = None
 
 
+# A job started with this memo is watched by its loop through its completion event, and signals
+# `job_finished` only when asked (REPORT_SIGNAL: its loop continued as new and no longer sees
+# that event), when it is a retry or a later run of itself, or when it has no such memo.
+REPORT_MEMO = "report"
+REPORT_ON_REQUEST = "on-request"
+REPORT_SIGNAL = "report_end"
+
+
 class JobFinished(BaseModel):
     """Signal from a child job to its schedule (by workflow id, so it reaches the current run)."""
 

@@ -12,25 +12,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.exceptions import (
+    TimeoutError as TimedOut,  # not the builtin the timer raises
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.expansion import ExpansionActivities, expand_schedule
-    from activities.models import Expansion, ExpansionRequest
+    from activities.models import ExpandedInput, Expansion, ExpansionRequest
     from activities.run_checks import still_running
     from jobs.registry import JOBS
     from scheduling import plan
     from scheduling.plan import Timing, fire_id
     from scheduling.spec import ScheduleSpec, describe_spec
-    from scheduling.state import RECENT, ScheduleState
-    from workflows.children import job_options, schedule_attributes, start_jobs
+    from scheduling.state import RECENT, ScheduleState, SkipReason
+    from workflows.children import (
+        CHEAP_FIRES,
+        job_options,
+        job_summary,
+        schedule_attributes,
+        start_jobs,
+        watched_memo,
+    )
     from workflows.fanout import FanOutWorkflow
+    from workflows.metrics import LoopMetrics
     from workflows.models import (
+        REPORT_SIGNAL,
         FanOutInput,
         JobFinished,
         PauseRequest,
@@ -46,9 +66,35 @@ EXPANSION_TIMEOUT = timedelta(seconds=60)  # user functions may do I/O; a dead w
 
 
 def _read_outcome(handle: asyncio.Future[Any]) -> None:
-    """The loop learns of a child's end by signal (it survives continue-as-new); the handle's
-    own outcome is read only so asyncio does not report it as never retrieved."""
+    """Before CHEAP_FIRES the loop learns of a child's end by signal only; the handle's own
+    outcome is read so asyncio does not report it as never retrieved."""
     handle.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+@dataclass
+class _Timer:
+    """The durable timer for one fire, and the jittered time it wakes at."""
+
+    fire: datetime
+    wake_at: datetime
+    task: asyncio.Task[None]
+
+
+def _job_error(done: asyncio.Future[Any]) -> str | None:
+    """Why a job failed, from its completion event (None: it completed). A job may also end
+    normally yet report failure in its result (SyncReport, FanOutResult)."""
+    exc = done.exception()
+    if exc is None:
+        error = getattr(done.result(), "error", None)
+        return error if isinstance(error, str) else None
+    cause = getattr(exc, "cause", None) or exc
+    if isinstance(cause, CancelledError):
+        return "canceled"
+    if isinstance(cause, TerminatedError):
+        return "terminated"
+    if isinstance(cause, TimedOut):
+        return "timed out"
+    return (str(cause) or type(cause).__name__).splitlines()[0][:500]
 
 
 @workflow.defn
@@ -64,6 +110,10 @@ class ScheduleWorkflow:
         self._run_fires = 0
         self._wake = False  # set by a control: re-plan now instead of at the timer
         self._deleted = False
+        # Jobs this run started: their completion events reach this run, so no check is needed.
+        self._tracked: dict[str, asyncio.Future[Any]] = {}
+        self._timer: _Timer | None = None  # the pending fire timer, kept across wakes
+        self._metrics = LoopMetrics(inp.spec.name)
 
     @property
     def _state(self) -> ScheduleState:
@@ -160,12 +210,45 @@ class ScheduleWorkflow:
         if self._deleted:
             raise ApplicationError("the schedule is being deleted", non_retryable=True)
 
-    @workflow.signal
+    @workflow.signal(description="a job of an earlier run of this loop reports its end")
     def job_finished(self, done: JobFinished) -> None:
         """A child reports its end (see workflows/notify.py)."""
-        error = None if done.outcome == "completed" else done.error or done.outcome
-        if self._state.job_ended(done.child_id, error, workflow.now()):
+        self._job_ended(
+            done.child_id, None if done.outcome == "completed" else done.error or done.outcome
+        )
+
+    def _job_ended(self, child_id: str, error: str | None) -> None:
+        if self._state.job_ended(child_id, error, workflow.now()):
             self._wake = True
+            if error is not None:
+                self._metrics.failed()
+
+    def _track(self, child_id: str, handle: asyncio.Future[Any]) -> None:
+        """Learn of a job's end from its completion event (CHEAP_FIRES), or by signal before."""
+        if not workflow.patched(CHEAP_FIRES):
+            _read_outcome(handle)
+            return
+        self._tracked[child_id] = handle
+
+        def ended(done: asyncio.Future[Any]) -> None:
+            self._tracked.pop(child_id, None)
+            if not done.cancelled():
+                self._job_ended(child_id, _job_error(done))
+
+        handle.add_done_callback(ended)
+
+    async def _hand_over(self) -> None:
+        """Before continue-as-new: the next run will not see this run's jobs' completion events,
+        so each job still running is asked to signal its end instead. A job that can no longer
+        be asked has ended, and its completion event reaches this run: wait for it."""
+
+        async def ask(child_id: str, handle: asyncio.Future[Any]) -> None:
+            try:
+                await workflow.get_external_workflow_handle(child_id).signal(REPORT_SIGNAL)
+            except Exception:
+                await asyncio.wait([handle])
+
+        await asyncio.gather(*(ask(i, h) for i, h in list(self._tracked.items())))
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -194,6 +277,8 @@ class ScheduleWorkflow:
             if self._should_continue_as_new():
                 # On waking, before firing: the new run fires this same due time at once, and
                 # the previous fire's children have had the whole interval to finish.
+                if workflow.patched(CHEAP_FIRES):
+                    await self._hand_over()
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(inp)
             assert nxt.at is not None
@@ -202,7 +287,7 @@ class ScheduleWorkflow:
                 continue
             if state.paused:
                 state.cursor = due
-                state.skip(due, "paused", workflow.now())
+                self._skip(due, "paused")
                 continue
             await self._fire(due)
             self._run_fires += 1
@@ -212,17 +297,22 @@ class ScheduleWorkflow:
 
         A pending trigger fires here, at once, without moving the schedule's cursor.
         """
+        cheap = workflow.patched(CHEAP_FIRES)
         self._wake = False
         now = workflow.now()
         wake_at = None
-        if fire is not None:  # a draw only when there is jitter, as recorded histories have it
+        if cheap and fire is not None and self._timer is not None and self._timer.fire == fire:
+            wake_at = self._timer.wake_at  # the same fire as before the wake: the same timer
+        elif fire is not None:  # a draw only when there is jitter, as recorded histories have it
             wake_at = self._timing.wake_time(
                 fire, workflow.random().random() if self._timing.jitter else 0.0
             )
         timeout = plan.time_left(wake_at, now)
         # A trigger taken while the loop was busy (or with its start) fires now, not at the timer.
         waiting = not self._state.pending_triggers or not workflow.patched("trigger-never-waits")
-        if waiting and (timeout is None or timeout):
+        if waiting and (timeout is None or timeout) and cheap:
+            await self._wait(fire, wake_at)
+        elif waiting and (timeout is None or timeout):
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: self._wake,
@@ -237,6 +327,26 @@ class ScheduleWorkflow:
             await self._fire(workflow.now(), manual=True)
             return False
         return not self._wake and wake_at is not None and workflow.now() >= wake_at
+
+    async def _wait(self, fire: datetime | None, wake_at: datetime | None) -> None:
+        """Until a wake or the fire's timer. The timer is started once per fire: a wake that
+        leaves the fire time as it was (a job's end, a pause) waits on the same timer."""
+        timer = self._timer
+        if fire is None or wake_at is None:
+            if timer is not None:
+                timer.task.cancel()
+            self._timer = timer = None
+        elif timer is None or (timer.fire, timer.wake_at) != (fire, wake_at):
+            if timer is not None:
+                timer.task.cancel()
+            sleep = workflow.sleep(
+                wake_at - workflow.now(),
+                summary=f"waits for the {fire_id(fire)} fire of {self._inp.spec.name}",
+            )
+            self._timer = timer = _Timer(fire, wake_at, asyncio.create_task(sleep))
+        await workflow.wait_condition(
+            lambda: self._wake or (timer is not None and timer.task.done())
+        )
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -257,7 +367,7 @@ class ScheduleWorkflow:
         if caught.missed and caught.last_missed is not None:
             state.missed += caught.missed
             workflow.logger.warning("%s: %d missed fire(s) not run", spec.name, caught.missed)
-            state.skip(caught.last_missed, "missed", workflow.now(), count=caught.missed)
+            self._skip(caught.last_missed, "missed", count=caught.missed)
         return caught.run
 
     async def _fire(
@@ -277,29 +387,15 @@ class ScheduleWorkflow:
             await self._fire_unkeyed(fire, base, manual)
             return
         try:
-            expansion = await workflow.execute_activity_method(
-                ExpansionActivities.expand_fire,
-                ExpansionRequest(
-                    name=spec.name,
-                    job=spec.job,
-                    fire_time=fire,
-                    args=spec.args,
-                    expansion=spec.expansion,
-                    api_code=spec.api_code,
-                    fire_key=base,
-                ),
-                start_to_close_timeout=EXPANSION_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=(2 if spec.retries is None else spec.retries) + 1,
-                    initial_interval=timedelta(seconds=1),
-                ),
-            )
-        except ActivityError as exc:
+            expansion = await self._expand(fire, base)
+        except FailureError as exc:  # a local activity's failure comes unwrapped
             state.failed += 1
-            state.record(fire, "failed", workflow.now(), error=str(exc.cause or exc))
+            self._metrics.failed()
+            cause = exc.cause if isinstance(exc, ActivityError) else exc
+            state.record(fire, "failed", workflow.now(), error=str(cause or exc))
             return
         if not expansion.count:
-            state.skip(fire, "empty expansion", workflow.now(), error=expansion.note)
+            self._skip(fire, "empty expansion", error=expansion.note)
             return
         if expansion.ref is not None:
             ids = [base]
@@ -313,13 +409,54 @@ class ScheduleWorkflow:
                 fire=fire,
                 options=job_options(spec),
                 close_policy=workflow.ParentClosePolicy.ABANDON,
+                memo=watched_memo(),
             )
             ids = started.ids
             for child_id, handle in started.handles.items():
                 state.running[child_id] = fire
-                _read_outcome(handle)
+                self._track(child_id, handle)
         state.count_started(manual)
+        self._metrics.fired(None if manual else workflow.now() - fire)
         state.record(fire, "started", workflow.now(), children=ids, jobs=expansion.count)
+
+    async def _expand(self, fire: datetime, base: str) -> Expansion:
+        """What the fire runs. Known without I/O for the `once` default (CHEAP_FIRES); else the
+        expansion activity, local (CHEAP_FIRES: no task round trip of its own) or not."""
+        spec = self._inp.spec
+        job = JOBS[spec.job]
+        function = spec.expansion or ("connections" if job.per_connection else "once")
+        cheap = workflow.patched(CHEAP_FIRES)
+        if cheap and function == "once":
+            return Expansion(
+                function=function, count=1, inputs=[ExpandedInput(key=None, args=spec.args)]
+            )
+        req = ExpansionRequest(
+            name=spec.name,
+            job=spec.job,
+            fire_time=fire,
+            args=spec.args,
+            expansion=spec.expansion,
+            api_code=spec.api_code,
+            fire_key=base,
+        )
+        retry = RetryPolicy(
+            maximum_attempts=(2 if spec.retries is None else spec.retries) + 1,
+            initial_interval=timedelta(seconds=1),
+        )
+        if cheap:
+            return await workflow.execute_local_activity_method(
+                ExpansionActivities.expand_fire,
+                req,
+                start_to_close_timeout=EXPANSION_TIMEOUT,
+                retry_policy=retry,
+                summary=f"expand {function} for the {fire_id(fire)} fire",
+            )
+        return await workflow.execute_activity_method(
+            ExpansionActivities.expand_fire,
+            req,
+            start_to_close_timeout=EXPANSION_TIMEOUT,
+            retry_policy=retry,
+        )
 
     async def _start_fan_out(self, base: str, fire: datetime, expansion: Expansion) -> None:
         assert expansion.ref is not None
@@ -340,11 +477,13 @@ class ScheduleWorkflow:
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=schedule_attributes(spec.name, fire),
+                memo=watched_memo(),
+                static_summary=job_summary(spec.job, spec.name, fire, expansion.count),
             )
         except WorkflowAlreadyStartedError:
             self._state.running.pop(base, None)
             return
-        _read_outcome(handle)
+        self._track(base, handle)
 
     async def _fire_unkeyed(self, fire: datetime, base: str, manual: bool) -> None:
         """Loops started before keyed expansion replay this path: `expand_schedule`, ids
@@ -362,7 +501,7 @@ class ScheduleWorkflow:
             state.record(fire, "failed", workflow.now(), error=str(exc.cause or exc))
             return
         if not inputs:
-            state.skip(fire, "empty expansion", workflow.now())
+            self._skip(fire, "empty expansion")
             return
         ids = [base] if len(inputs) == 1 else [f"{base}/{i}" for i in range(len(inputs))]
         for child_id in ids:
@@ -378,16 +517,24 @@ class ScheduleWorkflow:
         state, policy = self._state, self._inp.spec.overlap
         if not state.running or policy == "allow_all":
             return True
-        # The children's signals are the fast path; a describe of each is the check on them.
-        alive = set(
-            await workflow.execute_activity(
-                still_running,
-                list(state.running),
-                start_to_close_timeout=LOOP_ACTIVITY_TIMEOUT,
-                retry_policy=EXPANSION_RETRY,
+        # A job this run started reports by its completion event, which cannot be lost. One from
+        # an earlier run reports by signal, and a describe of each is the check on that signal
+        # (a job terminated, or timed out, sends none).
+        cheap = workflow.patched(CHEAP_FIRES)
+        unsure = [i for i in state.running if not cheap or i not in self._tracked]
+        if unsure:
+            alive = set(
+                await workflow.execute_activity(
+                    still_running,
+                    unsure,
+                    start_to_close_timeout=LOOP_ACTIVITY_TIMEOUT,
+                    retry_policy=EXPANSION_RETRY,
+                    summary=f"which of {len(unsure)} jobs of an earlier run still run",
+                )
             )
-        )
-        state.running = {k: v for k, v in state.running.items() if k in alive}
+            state.running = {
+                k: v for k, v in state.running.items() if k in alive or k in self._tracked
+            }
         if not state.running:
             return True
         if policy == "cancel_other":
@@ -400,8 +547,14 @@ class ScheduleWorkflow:
             state.buffered_manual = manual and workflow.patched("buffered-trigger-stays-manual")
             state.record(fire, "buffered", workflow.now())
             return False
-        state.skip(fire, "overlap", workflow.now())
+        self._skip(fire, "overlap")
         return False
+
+    def _skip(
+        self, fire: datetime, reason: SkipReason, count: int = 1, error: str | None = None
+    ) -> None:
+        self._state.skip(fire, reason, workflow.now(), count=count, error=error)
+        self._metrics.skipped(reason, count)
 
     async def _start_child(self, child_id: str, args: dict[str, Any], fire: datetime) -> None:
         try:
