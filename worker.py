@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Interceptor, Worker
 
 from activities.catalog import CatalogTarget, SqliteCatalog
@@ -23,7 +24,7 @@ from activities.run_checks import fresh_cached_runs, still_running
 from activities.sessions import SessionActivities
 from activities.sync_products import SyncProductsActivities
 from client.connect import connect, exit_process
-from client.errors import exit_on_user_error
+from client.errors import ConfigError, exit_on_user_error
 from client.settings import Settings, load_settings
 from workflows.echo import EchoJobWorkflow
 from workflows.fanout import FanOutPageWorkflow, FanOutWorkflow
@@ -39,6 +40,9 @@ HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # may take it: after a crash, what the next step of each of its workflows waits on top of the
 # heartbeat timeout (the Go and Java SDKs' default; the Python SDK's is 10 s).
 STICKY_TIMEOUT = timedelta(seconds=5)
+# Buckets (seconds) of the loop's fire lateness: the SDK's default ones stop at 10 s, and a fire
+# after a worker outage or a long catch-up is minutes or hours late.
+LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 WORKFLOWS: Sequence[type] = (
     ScheduleWorkflow,
@@ -99,11 +103,34 @@ def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
     )
 
 
+def metrics_runtime(address: str | None) -> Runtime | None:
+    """METRICS_ADDRESS: an SDK runtime whose Prometheus exporter serves GET /metrics there, with
+    the SDK's metric names (`temporal_...`) and durations in seconds; None: no endpoint. The
+    exporter binds when the runtime is made, so a busy port stops the worker here, before it
+    connects."""
+    if address is None:
+        return None
+    prometheus = PrometheusConfig(
+        bind_address=address,
+        durations_as_seconds=True,
+        histogram_bucket_overrides={"schedjobs_fire_lateness": LATENESS_BUCKETS},
+    )
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+    except ValueError as exc:  # the bridge: "Failed starting Prometheus exporter: <OS error>"
+        reason = str(exc).removeprefix("Failed starting Prometheus exporter: ")
+        raise ConfigError(
+            f"METRICS_ADDRESS={address!r}: cannot serve metrics there ({reason}); stop what "
+            "holds the port, or set METRICS_ADDRESS to another ip:port, or to off"
+        ) from None
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
     settings = load_settings()
-    client = await connect(settings)
+    runtime = metrics_runtime(settings.metrics_address)
+    client = await connect(settings, runtime=runtime)
     grace = settings.graceful_shutdown
     # On SIGTERM (a deploy) or Ctrl-C, running activities get `grace` to finish here rather
     # than being cancelled and retried elsewhere.
@@ -125,13 +152,14 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     logging.info(
-        "worker on %s, task queue %r, source %s, sync target %s",
+        "worker on %s, task queue %r, source %s, sync target %s, metrics %s",
         settings.temporal_address,
         settings.temporal_task_queue,
         settings.dummyjson_base_url,
         f"Medusa at {settings.medusa_backend_url}"
         if settings.sync_products_target == "medusa"
         else settings.catalog_path,
+        f"http://{settings.metrics_address}/metrics" if settings.metrics_address else "off",
     )
     async with worker:
         await stop.wait()

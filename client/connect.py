@@ -13,6 +13,7 @@ from typing import NoReturn
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.converter import DataConverter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.codec import data_converter
@@ -32,9 +33,10 @@ def converter_for(settings: Settings) -> DataConverter:
     return data_converter(settings.keyring(), encrypt=settings.payload_encryption)
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     """Client.connect from the profile, bounded: a server that is not there, refuses our TLS or
-    has no such namespace is one clear line, not a hang or a traceback."""
+    has no such namespace is one clear line, not a hang or a traceback. `runtime`: the SDK
+    runtime to use (the worker's, with its metrics exporter); None: the SDK's default."""
     target = settings.target()
     try:
         client = await asyncio.wait_for(
@@ -45,6 +47,7 @@ async def connect(settings: Settings) -> Client:
                 tls=target.tls,
                 rpc_metadata=target.rpc_metadata,
                 data_converter=converter_for(settings),
+                runtime=runtime,
             ),
             CONNECT_TIMEOUT_S,
         )

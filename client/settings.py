@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import os
 import secrets
 import tempfile
@@ -29,7 +30,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client.codec import Keyring, KeyringError
 from client.errors import ConfigError
-from client.temporal_profile import TemporalTarget, load_target
+from client.temporal_profile import TemporalTarget, check_address, load_target
 from scheduling.types import CronText, Duration, parse_duration
 
 TASK_QUEUE = "scheduled-jobs"
@@ -111,6 +112,9 @@ class Settings(BaseSettings):
     # How long a stopping worker (SIGTERM, Ctrl-C) lets running activities finish before it
     # cancels them; a deploy inside this window costs no retry.
     graceful_shutdown_timeout: Duration = "30s"
+    # Where the worker serves Prometheus metrics (GET /metrics), as ip:port; unset, empty or
+    # `off`: no metrics endpoint. Only the worker binds it (`make run`: 127.0.0.1:9464).
+    metrics_address: str | None = None
 
     @property
     def graceful_shutdown(self) -> timedelta:
@@ -219,6 +223,30 @@ class Settings(BaseSettings):
             raise ValueError("must not start or end with spaces")
         if len(value) > TASK_QUEUE_MAX:
             raise ValueError(f"is {len(value)} characters; Temporal takes at most {TASK_QUEUE_MAX}")
+        return value
+
+    @field_validator("metrics_address", mode="before")
+    @classmethod
+    def _metrics_off(cls, value: object) -> object:
+        """`METRICS_ADDRESS=` (compose's unset variable) and `off` mean: no metrics endpoint."""
+        if isinstance(value, str) and value.strip().lower() in ("", "off"):
+            return None
+        return value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        """host:port as the Temporal address is checked, and the host an IP address: the SDK's
+        Prometheus exporter binds a socket address and does not resolve names (`localhost`)."""
+        if value is None:
+            return None
+        value = check_address(value)
+        host = value.rpartition(":")[0].removeprefix("[").removesuffix("]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            reason = f"host {host!r} is not an IP address (names are not resolved)"
+            raise ValueError(reason) from None
         return value
 
     @field_validator("data_dir", "catalog_db", mode="before")
@@ -339,6 +367,7 @@ _FIXES = {
     "payload_keys": "`id:key` entries, newest first; make one with `python -c 'from "
     "client.codec import Keyring; print(Keyring.new_entry())'`",
     "graceful_shutdown_timeout": "a duration like 30s or 2m",
+    "metrics_address": "ip:port like 127.0.0.1:9464 (0.0.0.0:9464: every interface), or off",
     "connections_key": "the output of `python -c 'from cryptography.fernet import Fernet; "
     "print(Fernet.generate_key().decode())'`",
 }

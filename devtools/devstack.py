@@ -3,8 +3,9 @@
 Starts, in order: the Temporal dev server (SQLite file in the data directory, so schedules survive
 a restart; Web UI on :8233; our search attributes registered), the local DummyJSON mirror (unless
 DUMMYJSON_BASE_URL is set), the codec server the UI decrypts payloads through (unless
-PAYLOAD_ENCRYPTION=false), the worker, then the schedules in schedules.toml. Starting a schedule
-that already runs is a no-op, so running this again resumes the same loops with their counts.
+PAYLOAD_ENCRYPTION=false), the worker (Prometheus metrics on 127.0.0.1:9464 unless METRICS_ADDRESS
+is set), then the schedules in schedules.toml. Starting a schedule that already runs is a no-op,
+so running this again resumes the same loops with their counts.
 Set TEMPORAL_ADDRESS or TEMPORAL_PROFILE to use a server you run yourself instead of the dev
 server. Everything it creates is readable by you only (umask 077).
 """
@@ -232,6 +233,10 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
     mirror_admin = ""  # the banner's line on the local mirror's admin API
     note: Path | None = None  # what the worker reads from, for the CLI in another terminal
     try:
+        if "METRICS_ADDRESS" not in os.environ:  # checked first: the worker starts last
+            require_port(args.metrics_port, "worker metrics", "--metrics-port, or METRICS_ADDRESS")
+            env["METRICS_ADDRESS"] = f"127.0.0.1:{args.metrics_port}"
+            settings.metrics_address = env["METRICS_ADDRESS"]
         if not {"TEMPORAL_ADDRESS", "TEMPORAL_PROFILE"} & set(os.environ):
             port, ui_port = args.port, args.ui_port
             require_port(port, "Temporal gRPC", "--port, or TEMPORAL_ADDRESS to use your server")
@@ -306,6 +311,7 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             f"  sync target       {_target_line(settings)}\n"
             f"  connections       {len(keys)}: .venv/bin/python starter.py connections list\n"
             f"  task queue        {settings.temporal_task_queue}\n"
+            f"  worker metrics    {_metrics_line(settings)}\n"
             + "".join(f"{line}\n" for line in banner_hints(_banner_connection(settings)))
             + "\nready; Ctrl-C stops everything this started.\n",
             flush=True,
@@ -377,6 +383,12 @@ def _target_line(settings: Settings) -> str:
     return f"the SQLite catalog {settings.catalog_path}"
 
 
+def _metrics_line(settings: Settings) -> str:
+    if settings.metrics_address is None:
+        return "off (METRICS_ADDRESS is off or empty)"
+    return f"http://{settings.metrics_address}/metrics"
+
+
 def _payloads_line(keyring: Keyring | None, codec_url: str | None) -> str:
     if keyring is None:
         return "in clear (PAYLOAD_ENCRYPTION=false)"
@@ -399,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ui-port", type=port, default=8233, help="Web UI port")
     p.add_argument("--mirror-port", type=port, default=8787, help="DummyJSON mirror port")
     p.add_argument("--codec-port", type=port, default=8234, help="codec server port (Web UI)")
+    p.add_argument(
+        "--metrics-port", type=port, default=9464, help="worker's Prometheus metrics port"
+    )
     args = p.parse_args(argv)
     # Installed explicitly: under a background shell job SIGINT starts out ignored.
     stopping = Stopping()
