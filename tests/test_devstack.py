@@ -37,7 +37,7 @@ def free_ports(n: int) -> list[int]:
 
 @pytest.fixture
 def stack_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], list[int]]]:
-    ports = free_ports(4)
+    ports = free_ports(5)
     env = {
         k: v
         for k, v in os.environ.items()
@@ -53,7 +53,7 @@ class Stack:
     stdout."""
 
     def __init__(self, env: dict[str, str], ports: list[int]) -> None:
-        port, ui_port, mirror_port, *codec = ports
+        port, ui_port, mirror_port, metrics_port, *codec = ports
         self.log = Path(env["DATA_DIR"]).parent / f"devstack-{time.monotonic_ns()}.log"
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
@@ -66,7 +66,7 @@ class Stack:
                     "--ui-port",
                     str(ui_port),
                 ]
-                + ["--mirror-port", str(mirror_port)]
+                + ["--mirror-port", str(mirror_port), "--metrics-port", str(metrics_port)]
                 + [arg for p in codec for arg in ("--codec-port", str(p))],
                 cwd=ROOT,
                 env=env,
@@ -185,9 +185,11 @@ def test_make_run_fills_the_catalog_stops_cleanly_and_resumes(
             time.sleep(0.2)
         fires_before = schedule_row(env, ports[0])["fires"]
         assert isinstance(fires_before, int) and fires_before >= 1
+        metrics = httpx.get(f"http://127.0.0.1:{ports[3]}/metrics", timeout=5).text
+        assert "schedjobs_fires{" in metrics and 'schedule="sync-products"' in metrics
         assert_private(Path(env["DATA_DIR"]))
         assert_no_secret_in_argv(stack.proc.pid)
-        assert_ui_decodes_through_the_codec_server(ports[1], ports[3])
+        assert_ui_decodes_through_the_codec_server(ports[1], ports[4])
     finally:
         out = stack.stop()
     assert "stopped temporal" in out and "stopped worker" in out and "stopped mirror" in out

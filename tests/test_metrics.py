@@ -18,9 +18,12 @@ import httpx
 from temporalio.testing import WorkflowEnvironment
 
 from client.settings import Settings
+from scheduling.spec import ScheduleSpec
 from tests.conftest import ROOT, worker_process
 from tests.test_cli import free_port
 from workflows.echo import EchoJobWorkflow
+from workflows.models import ScheduleInput
+from workflows.schedule import ScheduleWorkflow
 
 SCRAPE_DEADLINE_S = 30.0
 
@@ -34,6 +37,17 @@ def completed(text: str, task_queue: str, workflow_type: str) -> int:
         ):
             total += int(float(line.rsplit(" ", 1)[1]))
     return total
+
+
+def loop_metric(text: str, metric: str, schedule: str, *labels: str) -> float:
+    """The sum of one of the loop's series for one schedule (and the given labels)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(f"{metric}{{")
+        and f'schedule="{schedule}"' in line
+        and all(label in line for label in labels)
+    )
 
 
 async def scrape_until(url: str, check: Callable[[str], bool]) -> str:
@@ -68,10 +82,24 @@ async def test_the_worker_serves_prometheus_metrics(
             execution_timeout=timedelta(seconds=60),
         )
         assert result["args"] == {"greeting": "hi"}
+        # A loop whose second and third fires find the first job running (skip).
+        loop = f"metrics-{uuid.uuid4().hex[:8]}"
+        s = ScheduleSpec(name=loop, job="echo", every="1s", limit=2, args={"sleep_s": 3})
+        summary = await dev_env.client.execute_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=s),
+            id=f"schedule/{loop}",
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(seconds=60),
+        )
+        assert summary.fires == 2 and summary.skipped["overlap"] >= 1
         queue = settings.temporal_task_queue
         text = await scrape_until(
             f"http://127.0.0.1:{port}/metrics",
-            lambda t: completed(t, queue, "EchoJobWorkflow") >= 1,
+            lambda t: (
+                completed(t, queue, "EchoJobWorkflow") >= 1
+                and loop_metric(t, "schedjobs_fires", loop) == 2
+            ),
         )
     finally:
         proc.terminate()
@@ -84,6 +112,9 @@ async def test_the_worker_serves_prometheus_metrics(
         "temporal_worker_task_slots_available",
     ):
         assert f"\n{name}{{" in text, name
+    # The loop's own: fires, their lateness, skips by reason.
+    assert loop_metric(text, "schedjobs_fire_lateness_count", loop) == 2
+    assert loop_metric(text, "schedjobs_fires_skipped", loop, 'reason="overlap"') >= 1
     assert f"http://127.0.0.1:{port}/metrics" in log.read_text()  # the start-up line says where
 
 
