@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     # Where the worker serves Prometheus metrics (GET /metrics), as ip:port; unset, empty or
     # `off`: no metrics endpoint. Only the worker binds it (`make run`: 127.0.0.1:9464).
     metrics_address: str | None = None
+    # Worker tuning (see the README's "Scaling"): how many workflows a worker keeps in memory
+    # (a loop not kept replays its history on its next wake), and how many workflow tasks it
+    # works on at once; unset: the SDK's default.
+    worker_max_cached_workflows: int = Field(1000, ge=0, le=1_000_000)
+    worker_max_concurrent_workflow_tasks: int | None = Field(None, ge=2, le=10_000)
+    # `fast`: workflow modules imported once per worker; `strict`: once per run (worker.py).
+    workflow_sandbox: Literal["fast", "strict"] = "fast"
 
     @property
     def graceful_shutdown(self) -> timedelta:
@@ -368,6 +375,9 @@ _FIXES = {
     "client.codec import Keyring; print(Keyring.new_entry())'`",
     "graceful_shutdown_timeout": "a duration like 30s or 2m",
     "metrics_address": "ip:port like 127.0.0.1:9464 (0.0.0.0:9464: every interface), or off",
+    "worker_max_cached_workflows": "a whole number from 0 to 1000000",
+    "worker_max_concurrent_workflow_tasks": "a whole number from 2 to 10000",
+    "workflow_sandbox": "fast or strict",
     "connections_key": "the output of `python -c 'from cryptography.fernet import Fernet; "
     "print(Fernet.generate_key().decode())'`",
 }

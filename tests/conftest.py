@@ -42,6 +42,9 @@ TEST_CONNECTIONS_KEY = "dGVzdC1jb25uZWN0aW9ucy1rZXktMzItYnl0ZXMhISE="  # a Ferne
 # workers) inherit the key through the environment.
 TEST_PAYLOAD_KEYS = "test1:" + "dGVzdC1wYXlsb2FkLWtleS0zMi1ieXRlcyEhISEhISE="
 os.environ["PAYLOAD_KEYS"] = TEST_PAYLOAD_KEYS
+# Every workflow run imports the workflow modules afresh in the tests, so the sandbox fails
+# any non-deterministic call in them (production shares them: WORKFLOW_SANDBOX=fast).
+os.environ["WORKFLOW_SANDBOX"] = "strict"
 CONVERTER = data_converter(Keyring.parse(TEST_PAYLOAD_KEYS))
 SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     SearchAttributeKey.for_keyword("ScheduleName"),

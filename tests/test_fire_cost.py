@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
@@ -37,9 +38,12 @@ async def events(client: Client, wf_id: str) -> Counter[str]:
     return counts
 
 
+@pytest.mark.parametrize("sandbox", ["strict", "fast"])
 async def test_a_fire_with_known_input_runs_no_activity_and_no_signal(
-    ts_env: WorkflowEnvironment, settings: Settings
+    ts_env: WorkflowEnvironment, settings: Settings, sandbox: str
 ) -> None:
+    """Also with the workflow modules shared between runs (WORKFLOW_SANDBOX=fast, production)."""
+    settings = settings.model_copy(update={"workflow_sandbox": sandbox})
     begin = (await ts_env.get_current_time()).replace(microsecond=0) + timedelta(seconds=1)
     s = spec(every="1h", start_at=begin, limit=3)
     async with build_worker(ts_env.client, settings):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import MetricMeter
 
 LATENESS = "schedjobs_fire_lateness"
 FIRES = "schedjobs_fires"
@@ -18,27 +19,28 @@ JOBS_FAILED = "schedjobs_jobs_failed"
 
 
 class LoopMetrics:
-    """One loop's instruments, made once per run."""
+    """One loop's instruments, made when first used: an idle loop holds none."""
 
     def __init__(self, schedule: str) -> None:
-        meter = workflow.metric_meter().with_additional_attributes({"schedule": schedule})
-        self._lateness = meter.create_histogram_timedelta(
-            LATENESS, "how long after its scheduled time a fire started its jobs", unit="duration"
-        )
-        self._fires = meter.create_counter(
-            FIRES, "fires that started jobs (kind: scheduled, manual)"
-        )
-        self._skipped = meter.create_counter(SKIPPED, "fires not run, by reason")
-        self._failed = meter.create_counter(JOBS_FAILED, "jobs (or fires) that failed")
+        self._schedule = schedule
+
+    def _meter(self) -> MetricMeter:
+        return workflow.metric_meter().with_additional_attributes({"schedule": self._schedule})
 
     def fired(self, lateness: timedelta | None) -> None:
         """A fire started its jobs; a manual trigger has no scheduled time to be late for."""
-        self._fires.add(1, {"kind": "manual" if lateness is None else "scheduled"})
+        meter = self._meter()
+        kind = "manual" if lateness is None else "scheduled"
+        meter.create_counter(FIRES, "fires that started jobs, by kind").add(1, {"kind": kind})
         if lateness is not None:
-            self._lateness.record(max(lateness, timedelta(0)))
+            meter.create_histogram_timedelta(
+                LATENESS, "how long after its scheduled time a fire started its jobs", "duration"
+            ).record(max(lateness, timedelta(0)))
 
     def skipped(self, reason: str, count: int = 1) -> None:
-        self._skipped.add(count, {"reason": reason})
+        self._meter().create_counter(SKIPPED, "fires not run, by reason").add(
+            count, {"reason": reason}
+        )
 
     def failed(self) -> None:
-        self._failed.add(1)
+        self._meter().create_counter(JOBS_FAILED, "jobs (or fires) that failed").add(1)
