@@ -7,7 +7,9 @@ their visibility start times) and finish, the largest history of any workflow in
 50k-event limit is the one that matters), and this process's peak RSS (the worker runs here).
 
 Starts its own Temporal dev server and worker (nothing else needs to run); one task queue per
-size. Prints one table. Usage: .venv/bin/python bench/fanout.py [--sizes 1000 10000]
+size. Beside each size, the reference: the same N jobs started straight from a client (50 starts
+in flight, no loop), with the ratios. Prints one table.
+Usage: .venv/bin/python bench/fanout.py [--sizes 1000 10000] [--no-raw]
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from temporalio.client import Client  # noqa: E402
+from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
@@ -38,12 +41,14 @@ from client.settings import Settings  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
 from worker import build_worker  # noqa: E402
 from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
+from workflows.echo import EchoJobWorkflow  # noqa: E402
 from workflows.fanout import FanOutWorkflow  # noqa: E402
 from workflows.models import FanOutResult, ScheduleInput  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
 BIN = Path(sys.executable).parent
 JOB_SAMPLE = 20
+RAW_IN_FLIGHT = 50
 
 
 @dataclass
@@ -152,26 +157,76 @@ async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
     return row
 
 
+async def raw_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) -> Row:
+    """The reference: the same N `echo` jobs started straight from a client, 50 starts in flight
+    (what a hand-written script would do), on a worker of the same options."""
+    client = env.client
+    queue = f"bench-raw-{n}-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        catalog_db=tmp / f"{queue}.db",
+        temporal_task_queue=queue,
+        session_secret="x" * 40,  # type: ignore[arg-type]
+    )
+    row = Row(inputs=n)
+    slots = asyncio.Semaphore(RAW_IN_FLIGHT)
+    prefix = f"raw-{uuid.uuid4().hex[:6]}"
+
+    async def start(i: int) -> WorkflowHandle[Any, Any]:
+        async with slots:
+            return await client.start_workflow(
+                EchoJobWorkflow.run, {"n": i}, id=f"{prefix}/n{i:06d}", task_queue=queue
+            )
+
+    async with build_worker(client, settings, max_concurrent_workflow_tasks=50):
+        started = time.perf_counter()
+        handles = await asyncio.gather(*(start(i) for i in range(n)))
+        results = await asyncio.wait_for(
+            asyncio.gather(*(h.result() for h in handles), return_exceptions=True), timeout
+        )
+        row.wall_s = time.perf_counter() - started
+        row.failed = sum(isinstance(r, BaseException) for r in results)
+        row.completed = n - row.failed
+        row.completed_per_s = n / row.wall_s
+        span = await start_span_s(client, queue, n)
+        row.started_per_s = n / span if span > 0 else float("inf")
+    lengths = await asyncio.gather(*(history_length(client, h.id) for h in handles[:JOB_SAMPLE]))
+    row.max_history, row.max_history_of = max(lengths), f"{prefix}/… (a job)"
+    row.peak_rss_mb = peak_rss_mb()
+    row.note = "raw: client.start_workflow per job, no loop"
+    return row
+
+
 def print_table(rows: list[Row]) -> None:
     head = (
-        f"{'inputs':>7} {'completed':>9} {'failed':>6} {'wall s':>8} {'started/s':>9} "
+        f"{'':>8} {'inputs':>7} {'completed':>9} {'failed':>6} {'wall s':>8} {'started/s':>9} "
         f"{'completed/s':>11} {'max history':>11}  {'of workflow':<44} {'peak RSS MB':>11}"
     )
     print(head)
     for r in rows:
+        kind = "raw" if r.note.startswith("raw") else "fan-out"
         print(
-            f"{r.inputs:>7} {r.completed:>9} {r.failed:>6} {r.wall_s:>8.1f} "
+            f"{kind:>8} {r.inputs:>7} {r.completed:>9} {r.failed:>6} {r.wall_s:>8.1f} "
             f"{r.started_per_s:>9.1f} {r.completed_per_s:>11.1f} {r.max_history:>11}  "
             f"{r.max_history_of:<44} {r.peak_rss_mb:>11.0f}"
         )
-        if r.note:
+        if r.note and kind != "raw":
             print(f"        note: {r.note}")
+    fan = {r.inputs: r for r in rows if not r.note.startswith("raw")}
+    for raw in (r for r in rows if r.note.startswith("raw")):
+        if raw.inputs in fan and raw.started_per_s:
+            ratio = fan[raw.inputs].started_per_s / raw.started_per_s
+            done = fan[raw.inputs].completed_per_s / raw.completed_per_s
+            print(
+                f"{raw.inputs} jobs: fan-out / raw start rate {ratio:.2f}x, "
+                f"completion rate {done:.2f}x"
+            )
 
 
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for each fire")
+    p.add_argument("--no-raw", action="store_true", help="skip the raw start_workflow reference")
     a = p.parse_args()
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
@@ -184,6 +239,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.sizes:
             rows.append(await run_size(env, Path(tmp), n, a.timeout))
+            if not a.no_raw:
+                rows.append(await raw_size(env, Path(tmp), n, a.timeout))
     await env.shutdown()
     print(
         f"one fire of the `numbers` expansion: N `echo` jobs in pages of {PAGE_SIZE}, 4 pages in "

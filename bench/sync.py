@@ -2,7 +2,9 @@
 
 Starts its own Temporal dev server, mirror and worker (nothing else needs to run), then times
 the CLI command end to end (process start to exit) and reads the job's own duration from the
-report, with payload encryption off and on (the default), in one run. Prints one table.
+report, with payload encryption off and on (the default), in one run, beside the same activity
+code called directly with no Temporal (the same batches, 4 at once, into a catalog of its own).
+Prints one table.
 Usage: .venv/bin/python bench/sync.py [--runs 5] [--latency-ms 0] [--target sqlite|medusa]
 
 With --target medusa it starts a local Medusa store too (devtools/medusa; installed once) and
@@ -31,6 +33,7 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from activities.catalog import SqliteCatalog  # noqa: E402
 from client.codec import Keyring  # noqa: E402
 from client.connect import converter_for  # noqa: E402
 from client.settings import Settings  # noqa: E402
@@ -79,6 +82,7 @@ async def main() -> None:
     for encryption in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
             queue = f"bench-{'encrypted' if encryption else 'clear'}"
+            direct_db = Path(tmp) / "direct.db"  # the no-Temporal reference's own catalog
             settings = Settings(
                 dummyjson_base_url=mirror.url,
                 catalog_db=Path(tmp) / "catalog.db",
@@ -101,25 +105,42 @@ async def main() -> None:
                     ("no change (194 unchanged)", ()),
                     ("dry run", ("--dry-run",)),
                 ):
-                    walls, jobs = [], []
+                    walls, jobs, direct = [], [], []
                     runs = 1 if kind.startswith("full") else a.runs
                     for _ in range(runs):
                         if kind.startswith("full"):
                             settings.catalog_path.unlink(missing_ok=True)
+                            direct_db.unlink(missing_ok=True)
                         wall, report = await run_cli(env, *args)
                         walls.append(wall)
                         jobs.append(float(report["duration_s"]))  # type: ignore[arg-type]
+                        reference = SqliteCatalog(direct_db)
+                        seconds, *_ = await asyncio.to_thread(
+                            direct_sync, mirror.url, reference, dry_run=bool(args)
+                        )
+                        direct.append(seconds)
                     label = f"{kind}, {'encrypted' if encryption else 'clear'}"
-                    rows.append((label, runs, statistics.median(walls), statistics.median(jobs)))
+                    rows.append(
+                        (
+                            label,
+                            runs,
+                            statistics.median(walls),
+                            statistics.median(jobs),
+                            statistics.median(direct),
+                        )
+                    )
     mirror.stop()
     await env_server.shutdown()
     print(
         f"sync-products, 194 products, batch size 15 (13 batches), 4 in flight, "
         f"mirror latency {a.latency_ms} ms"
     )
-    print(f"{'run':39} {'runs':>4} {'CLI wall s (median)':>20} {'job duration s':>15}")
-    for kind, runs, wall, job in rows:
-        print(f"{kind:39} {runs:>4} {wall:>20.2f} {job:>15.2f}")
+    print(
+        f"{'run':39} {'runs':>4} {'CLI wall s (median)':>20} {'job duration s':>15} "
+        f"{'direct s':>9} {'job/direct':>10}"
+    )
+    for kind, runs, wall, job, plain in rows:
+        print(f"{kind:39} {runs:>4} {wall:>20.2f} {job:>15.2f} {plain:>9.2f} {job / plain:>9.2f}x")
 
 
 def direct_sync(mirror_url: str, target: Any, *, dry_run: bool) -> tuple[float, int, int, int]:
