@@ -13,8 +13,8 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Interceptor, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.catalog import CatalogTarget, SqliteCatalog
 from activities.connections import ConnectionStore
@@ -46,16 +46,16 @@ STICKY_TIMEOUT = timedelta(seconds=5)
 LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
-def workflow_runner(settings: Settings) -> SandboxedWorkflowRunner:
-    """WORKFLOW_SANDBOX. `strict` (the SDK's default, and the tests'): every workflow run
-    imports our workflow modules afresh, so a non-deterministic call in them fails its task.
-    `fast`: they are imported once and shared, which they can be (no module state). With 1,000
-    idle loops: 178 MB instead of 271 MB, first tasks done in 10 s instead of 31 s
-    (bench/idle.py); every job and continue-as-new saves the import too."""
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """WORKFLOW_SANDBOX. `strict` (the SDK's default, and the tests'): each workflow run imports
+    our workflow modules afresh inside the SDK's sandbox, so a non-deterministic call in them fails
+    its task. `fast`: no sandbox; the modules are imported once and shared, which they can be (no
+    module state; the tests prove every path deterministic under `strict`, and the replay tests
+    against recorded histories). The sandbox costs a fresh import per run and an entry into it for
+    every payload of every task (bench/idle.py, bench/lateness.py: README "Scaling")."""
     if settings.workflow_sandbox == "strict":
         return SandboxedWorkflowRunner()
-    restrictions = SandboxRestrictions.default.with_passthrough_modules("workflows")
-    return SandboxedWorkflowRunner(restrictions=restrictions)
+    return UnsandboxedWorkflowRunner()
 
 
 WORKFLOWS: Sequence[type] = (
