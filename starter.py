@@ -154,7 +154,11 @@ async def start_job(
     registry's workflow by reference, its args model, the task queue."""
     job = JOBS[name]
     return await client.start_workflow(
-        job.workflow.run, args, id=adhoc_id(name), task_queue=task_queue
+        job.workflow.run,
+        args,
+        id=adhoc_id(name),
+        task_queue=task_queue,
+        static_summary=f"`{name}` run ad hoc",
     )
 
 

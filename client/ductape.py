@@ -334,6 +334,7 @@ async def schedule(client: Client, job: DuctapeJob | dict[str, Any], task_queue:
             retry_policy=RetryPolicy(maximum_attempts=job.retries + 1),
             memo={SESSION_MEMO: job.session} if job.session else None,
             start_delay=delay or None,
+            static_summary=f"Ductape job {job.name}: `{job.event}`",
         )
     except WorkflowAlreadyStartedError:  # an identical request started a moment ago
         return _reused(job, wf_id, "running")

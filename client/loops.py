@@ -167,6 +167,7 @@ async def _start_one(
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             memo=memo,
+            static_summary=f"schedule {spec.name}: `{spec.job}` on {describe_spec(spec)}",
         )
     except WorkflowAlreadyStartedError:
         return f"{spec.name}: already running as {handle.id}; nothing started"

@@ -52,7 +52,7 @@ class FanOutWorkflow:
     def __init__(self) -> None:
         self._result = FanOutResult()
 
-    @workflow.query
+    @workflow.query(description="pages and jobs done so far")
     def progress(self) -> FanOutResult:
         return self._result
 
@@ -78,6 +78,7 @@ class FanOutWorkflow:
                         ),
                         id=f"{base}/page-{n:04d}",
                         parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                        static_summary=f"page {n + 1} of {inp.pages}: {inp.job} jobs of {inp.name}",
                     )
                 except ChildWorkflowError as exc:
                     part = FanOutResult(failed_pages=1, errors={f"page {n}": _error(exc)})
@@ -111,6 +112,7 @@ class FanOutPageWorkflow:
             inp,
             start_to_close_timeout=LOAD_TIMEOUT,
             retry_policy=LOAD_RETRY,
+            summary=f"load page {inp.page} of the fire's inputs",
         )
         base = inp.ref
         started = await start_jobs(

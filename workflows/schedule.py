@@ -113,6 +113,7 @@ class ScheduleWorkflow:
         # Jobs this run started: their completion events reach this run, so no check is needed.
         self._tracked: dict[str, asyncio.Future[Any]] = {}
         self._timer: _Timer | None = None  # the pending fire timer, kept across wakes
+        self._redraw = False  # a new spec: the next fire's wake time is drawn again (jitter)
         self._metrics = LoopMetrics(inp.spec.name)
 
     @property
@@ -121,7 +122,7 @@ class ScheduleWorkflow:
 
     # --- queries and controls ----------------------------------------------------------------
 
-    @workflow.query
+    @workflow.query(description="spec, counts, the last fires and the next fire times")
     def describe(self) -> ScheduleView:
         spec, state = self._inp.spec, self._state
         remaining = plan.remaining(spec.limit, state.fires)
@@ -133,7 +134,7 @@ class ScheduleWorkflow:
             run_fires=self._run_fires,
         )
 
-    @workflow.update
+    @workflow.update(description="skip fires until resumed (they are counted as paused)")
     def pause(self, req: PauseRequest) -> str:
         self._state.paused, self._state.note = True, req.note
         self._wake = True
@@ -145,7 +146,7 @@ class ScheduleWorkflow:
         if self._state.paused:
             raise ApplicationError("already paused; resume it first", non_retryable=True)
 
-    @workflow.update
+    @workflow.update(description="fire again from the next fire time")
     def resume(self, req: PauseRequest) -> str:
         self._state.paused, self._state.note = False, req.note
         self._wake = True
@@ -157,7 +158,7 @@ class ScheduleWorkflow:
         if not self._state.paused:
             raise ApplicationError("not paused", non_retryable=True)
 
-    @workflow.update
+    @workflow.update(description="fire once now, outside the schedule")
     def trigger(self) -> str:
         """Fire now, once, outside the schedule: does not count toward the limit."""
         self._state.pending_triggers += 1
@@ -168,13 +169,13 @@ class ScheduleWorkflow:
     def _check_trigger(self) -> None:
         self._check_alive()
 
-    @workflow.update
+    @workflow.update(description="a new spec, from the next fire; counts kept")
     def update(self, spec: ScheduleSpec) -> str:
         """A new spec takes effect from the next fire; counts and cursor are kept."""
         assert self._state.created_at is not None
         self._inp.spec = spec
         self._timing = Timing.of(spec, self._state.created_at)
-        self._wake = True
+        self._wake = self._redraw = True
         return f"updated: {describe_spec(spec)}"
 
     @update.validator
@@ -196,7 +197,7 @@ class ScheduleWorkflow:
         if not Timing.of(spec, self._state.created_at).can_fire():
             raise ApplicationError(f"cron: {spec.cron!r} can never fire", non_retryable=True)
 
-    @workflow.update
+    @workflow.update(description="end the loop; running jobs finish")
     def delete(self) -> str:
         """End the loop cleanly; jobs already running are left to finish."""
         self._deleted = self._wake = True
@@ -301,8 +302,9 @@ class ScheduleWorkflow:
         self._wake = False
         now = workflow.now()
         wake_at = None
-        if cheap and fire is not None and self._timer is not None and self._timer.fire == fire:
-            wake_at = self._timer.wake_at  # the same fire as before the wake: the same timer
+        timer, redraw, self._redraw = self._timer, self._redraw, False
+        if cheap and fire is not None and timer is not None and timer.fire == fire and not redraw:
+            wake_at = timer.wake_at  # the same fire as before the wake: the same timer
         elif fire is not None:  # a draw only when there is jitter, as recorded histories have it
             wake_at = self._timing.wake_time(
                 fire, workflow.random().random() if self._timing.jitter else 0.0

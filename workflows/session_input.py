@@ -55,6 +55,7 @@ class _SessionInbound(WorkflowInboundInterceptor):
                 ResolveSession(input=raw, session=session),
                 start_to_close_timeout=RESOLVE_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=3),
+                summary="fill the args' $Session placeholders",
             )
         except ActivityError as exc:
             cause = exc.cause

@@ -42,7 +42,7 @@ class SyncProductsWorkflow:
         self._report = SyncReport()
         self._permanent = False  # a failure that a re-run of the job cannot fix
 
-    @workflow.query
+    @workflow.query(description="the report so far: batches done, counts, failures")
     def progress(self) -> SyncReport:
         return self._report
 
@@ -66,6 +66,7 @@ class SyncProductsWorkflow:
                 start_to_close_timeout=BATCH_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=retry,
+                summary="count the source's products",
             )
         except ActivityError as exc:
             report.failed_batches.append(FailedBatch(offset=0, limit=0, error=_cause(exc)))
@@ -93,6 +94,8 @@ class SyncProductsWorkflow:
                         start_to_close_timeout=BATCH_TIMEOUT,
                         heartbeat_timeout=HEARTBEAT_TIMEOUT,
                         retry_policy=retry,
+                        summary=f"products {offset + 1}-{offset + limit}"
+                        + (" (dry run)" if inp.dry_run else ""),
                     )
                 except ActivityError as exc:
                     workflow.logger.warning("batch at offset %d failed: %s", offset, _cause(exc))
@@ -124,6 +127,8 @@ class SyncProductsWorkflow:
                 start_to_close_timeout=BATCH_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=retry,
+                summary="remove products the source no longer lists"
+                + (" (dry run: count only)" if inp.dry_run else ""),
             )
         except ActivityError as exc:
             error = f"removing products gone from the source: {_cause(exc)}"
