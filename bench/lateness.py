@@ -136,10 +136,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds after the window for late fires to start (default: 2 intervals + 10 s)",
     )
     p.add_argument("--task-queue", default="bench-lateness")
+    p.add_argument(
+        "--work-ms",
+        type=float,
+        default=0,
+        help="CPU ms each of our fires spends on the worker first (the `busy` expansion), to "
+        "load the workers rather than the server (native Schedules cannot; use --only ours)",
+    )
     a = p.parse_args(argv)
     if a.duration < a.every.total_seconds():
         every = a.every.total_seconds()
         p.error(f"argument --duration: {a.duration:g} s is shorter than --every ({every:g} s)")
+    if not 0 <= a.work_ms <= 10_000:
+        p.error("argument --work-ms: give 0 to 10000 (milliseconds of CPU per fire)")
+    if a.work_ms and a.only != "ours":
+        p.error(
+            "argument --work-ms: native Schedules have no expansion to spend it in; add --only ours"
+        )
     if not a.task_queue.strip() or len(a.task_queue) > 200:
         p.error("argument --task-queue: give a name of 1 to 200 characters")
     if a.grace is None:
@@ -280,11 +293,16 @@ def log_counts(log_dir: Path) -> str:
 # --- the two sides -----------------------------------------------------------------------------
 
 
-def our_specs(n: int, every: timedelta, start_at: datetime) -> list[ScheduleSpec]:
+def our_specs(
+    n: int, every: timedelta, start_at: datetime, work_ms: float = 0
+) -> list[ScheduleSpec]:
+    """N loops of `echo`; with work_ms, each fire first spends that much CPU on the worker in the
+    `busy` expansion (a local activity), still one job per fire."""
     secs = int(every.total_seconds())
     text = f"{secs}s" if secs == every.total_seconds() else str(every // timedelta(milliseconds=1))
+    work = {"expansion": "busy", "args": {"work_ms": work_ms}} if work_ms else {}
     return [
-        ScheduleSpec(name=f"ours-{i:04d}", job="echo", every=text, start_at=start_at)
+        ScheduleSpec(name=f"ours-{i:04d}", job="echo", every=text, start_at=start_at, **work)
         for i in range(n)
     ]
 
@@ -486,7 +504,7 @@ async def measure(a: argparse.Namespace, tmp: Path) -> None:
         creating: list[Awaitable[Any]] = []
         if a.only in (OURS, "both"):
             sides[OURS] = Side(OURS, a.loops, start_at)
-            specs = our_specs(a.loops, every, start_at)
+            specs = our_specs(a.loops, every, start_at, a.work_ms)
             creating.append(start_schedules(client, specs, queue))
         if a.only in (NATIVE, "both"):
             sides[NATIVE] = Side(NATIVE, a.loops, EPOCH)  # offset 0: aligned to the epoch

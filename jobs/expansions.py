@@ -21,6 +21,7 @@ the schedule's args). A job's default is `connections` for sync-products, `once`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,3 +83,15 @@ def numbers(request: dict[str, Any]) -> ExpansionResult:
 def active_connections_or_nothing(request: dict[str, Any]) -> ExpansionResult:
     """Defer to the per-connection default, except on a `paused` flag in the schedule's args."""
     return [] if request.get("paused") else None
+
+
+@expansion("busy")
+def busy(request: dict[str, Any]) -> ExpansionResult:
+    """One input, after `work_ms` of CPU time on the worker: a stand-in for an expansion that
+    computes its inputs (`bench/lateness.py --work-ms`, to load the worker rather than the server).
+    """
+    spent = time.thread_time() + float(request.get("work_ms", 0)) / 1000
+    while time.thread_time() < spent:
+        pass
+    rest = {k: v for k, v in request.items() if k not in ("api_code", "name", "work_ms")}
+    return [{**rest, "key": "busy"}]
