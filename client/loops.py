@@ -15,6 +15,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -73,7 +74,8 @@ async def control(
     The server drops an update whose workflow task fails. That happens in normal running: a
     `delete` ends the loop, and if a job's completion reaches the loop in that same moment, the
     server refuses the ending and replays the task without the update. So a dropped update is
-    sent again, under the same update id, which the server deduplicates: it is applied once.
+    sent again, under the same update id, which the server deduplicates: it is applied once. An
+    update with no answer in time (a busy server) is sent again the same way.
     """
     update_id = f"{getattr(update, '__name__', 'update')}-{uuid.uuid4().hex[:12]}"
 
@@ -85,6 +87,8 @@ async def control(
     for attempt in range(UPDATE_ATTEMPTS - 1):
         try:
             return await send()
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            pass
         except RPCError as exc:
             if not _dropped(exc):
                 raise

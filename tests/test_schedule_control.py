@@ -13,6 +13,7 @@ from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -205,7 +206,8 @@ class ScriptedHandle:
 
 
 async def test_a_dropped_update_is_sent_again_under_the_same_id() -> None:
-    handle = ScriptedHandle(DROPPED, DROPPED, "deleted")
+    """Dropped, then unanswered in time (a busy server), then applied."""
+    handle = ScriptedHandle(DROPPED, WorkflowUpdateRPCTimeoutOrCancelledError(), "deleted")
     assert await control(handle, ScheduleWorkflow.delete) == "deleted"  # type: ignore[arg-type]
     assert len(handle.ids) == 3 and len(set(handle.ids)) == 1  # deduplicated by the server
 
