@@ -7,8 +7,9 @@ their visibility start times) and finish, the largest history of any workflow in
 50k-event limit is the one that matters), and this process's peak RSS (the worker runs here).
 
 Starts its own Temporal dev server and worker (nothing else needs to run); one task queue per
-size. Beside each size, the reference: the same N jobs started straight from a client (50 starts
-in flight, no loop), with the ratios. Prints one table.
+size. Beside each size, the reference: the same N jobs started straight from a client (a plain
+loop of `client.start_workflow`, and 50 starts at once; no schedule loop), with the ratios.
+Prints one table.
 Usage: .venv/bin/python bench/fanout.py [--sizes 1000 10000] [--no-raw]
 """
 
@@ -48,7 +49,7 @@ from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
 BIN = Path(sys.executable).parent
 JOB_SAMPLE = 20
-RAW_IN_FLIGHT = 50
+RAW_IN_FLIGHT = (1, 50)  # a plain loop, and a script that starts 50 at once
 
 
 @dataclass
@@ -157,9 +158,11 @@ async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
     return row
 
 
-async def raw_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) -> Row:
-    """The reference: the same N `echo` jobs started straight from a client, 50 starts in flight
-    (what a hand-written script would do), on a worker of the same options."""
+async def raw_size(
+    env: WorkflowEnvironment, tmp: Path, n: int, timeout: float, in_flight: int
+) -> Row:
+    """The reference: the same N `echo` jobs started straight from a client, `in_flight` starts
+    at once (1: a plain `for` loop of `client.start_workflow`), on a worker of the same options."""
     client = env.client
     queue = f"bench-raw-{n}-{uuid.uuid4().hex[:8]}"
     settings = Settings(
@@ -168,7 +171,7 @@ async def raw_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
         session_secret="x" * 40,  # type: ignore[arg-type]
     )
     row = Row(inputs=n)
-    slots = asyncio.Semaphore(RAW_IN_FLIGHT)
+    slots = asyncio.Semaphore(in_flight)
     prefix = f"raw-{uuid.uuid4().hex[:6]}"
 
     async def start(i: int) -> WorkflowHandle[Any, Any]:
@@ -192,7 +195,7 @@ async def raw_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
     lengths = await asyncio.gather(*(history_length(client, h.id) for h in handles[:JOB_SAMPLE]))
     row.max_history, row.max_history_of = max(lengths), f"{prefix}/… (a job)"
     row.peak_rss_mb = peak_rss_mb()
-    row.note = "raw: client.start_workflow per job, no loop"
+    row.note = f"raw {in_flight}: client.start_workflow per job, {in_flight} at once, no loop"
     return row
 
 
@@ -203,7 +206,7 @@ def print_table(rows: list[Row]) -> None:
     )
     print(head)
     for r in rows:
-        kind = "raw" if r.note.startswith("raw") else "fan-out"
+        kind = r.note.split(":")[0] if r.note.startswith("raw") else "fan-out"
         print(
             f"{kind:>8} {r.inputs:>7} {r.completed:>9} {r.failed:>6} {r.wall_s:>8.1f} "
             f"{r.started_per_s:>9.1f} {r.completed_per_s:>11.1f} {r.max_history:>11}  "
@@ -217,7 +220,7 @@ def print_table(rows: list[Row]) -> None:
             ratio = fan[raw.inputs].started_per_s / raw.started_per_s
             done = fan[raw.inputs].completed_per_s / raw.completed_per_s
             print(
-                f"{raw.inputs} jobs: fan-out / raw start rate {ratio:.2f}x, "
+                f"{raw.inputs} jobs: fan-out / {raw.note.split(':')[0]} start rate {ratio:.2f}x, "
                 f"completion rate {done:.2f}x"
             )
 
@@ -240,7 +243,8 @@ async def main() -> None:
         for n in a.sizes:
             rows.append(await run_size(env, Path(tmp), n, a.timeout))
             if not a.no_raw:
-                rows.append(await raw_size(env, Path(tmp), n, a.timeout))
+                for in_flight in RAW_IN_FLIGHT:
+                    rows.append(await raw_size(env, Path(tmp), n, a.timeout, in_flight))
     await env.shutdown()
     print(
         f"one fire of the `numbers` expansion: N `echo` jobs in pages of {PAGE_SIZE}, 4 pages in "

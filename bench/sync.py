@@ -2,8 +2,9 @@
 
 Starts its own Temporal dev server, mirror and worker (nothing else needs to run), then times
 the CLI command end to end (process start to exit) and reads the job's own duration from the
-report, with payload encryption off and on (the default), in one run, beside the same activity
-code called directly with no Temporal (the same batches, 4 at once, into a catalog of its own).
+report, with payload encryption off and on (the default), in one run, beside the job's own
+activities called directly with no Temporal (`ActivityEnvironment`: the count, the batches 4 at
+once, the removal check, into a catalog of its own).
 Prints one table.
 Usage: .venv/bin/python bench/sync.py [--runs 5] [--latency-ms 0] [--target sqlite|medusa]
 
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment  # noqa: E402
 
 from activities.catalog import SqliteCatalog  # noqa: E402
 from client.codec import Keyring  # noqa: E402
@@ -114,11 +115,11 @@ async def main() -> None:
                         wall, report = await run_cli(env, *args)
                         walls.append(wall)
                         jobs.append(float(report["duration_s"]))  # type: ignore[arg-type]
-                        reference = SqliteCatalog(direct_db)
-                        seconds, *_ = await asyncio.to_thread(
-                            direct_sync, mirror.url, reference, dry_run=bool(args)
+                        direct.append(
+                            await asyncio.to_thread(
+                                direct_activities, mirror.url, direct_db, dry_run=bool(args)
+                            )
                         )
-                        direct.append(seconds)
                     label = f"{kind}, {'encrypted' if encryption else 'clear'}"
                     rows.append(
                         (
@@ -141,6 +142,30 @@ async def main() -> None:
     )
     for kind, runs, wall, job, plain in rows:
         print(f"{kind:39} {runs:>4} {wall:>20.2f} {job:>15.2f} {plain:>9.2f} {job / plain:>9.2f}x")
+
+
+def direct_activities(mirror_url: str, catalog: Path, *, dry_run: bool) -> float:
+    """The job's own activities (count, 13 batches 4 at once, the removal check), called
+    directly in `ActivityEnvironment` (no server, no worker): what the sync costs without
+    Temporal. Returns the seconds it took."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from activities.dummyjson import DummyJSONClient
+    from activities.models import BatchRequest, RemoveRequest, SourceRequest
+    from activities.sync_products import SyncProductsActivities
+
+    started = time.perf_counter()
+    acts = SyncProductsActivities(DummyJSONClient(mirror_url), SqliteCatalog(catalog))
+    total = ActivityEnvironment().run(acts.count_source_products, SourceRequest())
+
+    def batch(offset: int) -> None:
+        req = BatchRequest(offset=offset, limit=min(15, total - offset), dry_run=dry_run)
+        ActivityEnvironment().run(acts.sync_products_batch, req)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(batch, range(0, total, 15)))
+    ActivityEnvironment().run(acts.remove_missing_products, RemoveRequest(dry_run=dry_run))
+    return time.perf_counter() - started
 
 
 def direct_sync(mirror_url: str, target: Any, *, dry_run: bool) -> tuple[float, int, int, int]:
