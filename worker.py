@@ -103,13 +103,16 @@ def interceptors() -> list[Interceptor]:
 
 
 def tuning(settings: Settings) -> dict[str, Any]:
-    """The worker options a deploy sets by environment, where unset leaves the SDK's default."""
-    tasks = settings.worker_max_concurrent_workflow_tasks
-    return {} if tasks is None else {"max_concurrent_workflow_tasks": tasks}
+    """The worker options a deploy sets by environment (unset: the SDK's default)."""
+    options: dict[str, Any] = {"max_cached_workflows": settings.worker_max_cached_workflows}
+    if settings.worker_max_concurrent_workflow_tasks is not None:
+        options["max_concurrent_workflow_tasks"] = settings.worker_max_concurrent_workflow_tasks
+    return options
 
 
 def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
-    """The one worker definition, used by `python worker.py` and by the tests."""
+    """The one worker definition, used by `python worker.py` and by the tests (whose kwargs,
+    e.g. no workflow cache, win over the settings)."""
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
@@ -119,10 +122,8 @@ def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
         interceptors=interceptors(),
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
-        max_cached_workflows=settings.worker_max_cached_workflows,
         workflow_runner=workflow_runner(settings),
-        **tuning(settings),
-        **kwargs,
+        **{**tuning(settings), **kwargs},
     )
 
 
