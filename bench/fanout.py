@@ -104,14 +104,19 @@ async def start_span_s(client: Client, queue: str, n: int, timeout: float = 60) 
     return (max(starts) - min(starts)).total_seconds()
 
 
-async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) -> Row:
-    client = env.client
-    queue = f"bench-fanout-{n}-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
+def queue_settings(tmp: Path, queue: str) -> Settings:
+    """A worker of its own for one measurement: its task queue and application database."""
+    return Settings(
         catalog_db=tmp / f"{queue}.db",
         temporal_task_queue=queue,
         session_secret="x" * 40,  # type: ignore[arg-type]
     )
+
+
+async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) -> Row:
+    client = env.client
+    queue = f"bench-fanout-{n}-{uuid.uuid4().hex[:8]}"
+    settings = queue_settings(tmp, queue)
     spec = ScheduleSpec(
         name=f"bench-{n}-{uuid.uuid4().hex[:6]}",
         job="echo",
@@ -165,11 +170,7 @@ async def raw_size(
     at once (1: a plain `for` loop of `client.start_workflow`), on a worker of the same options."""
     client = env.client
     queue = f"bench-raw-{n}-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        catalog_db=tmp / f"{queue}.db",
-        temporal_task_queue=queue,
-        session_secret="x" * 40,  # type: ignore[arg-type]
-    )
+    settings = queue_settings(tmp, queue)
     row = Row(inputs=n)
     slots = asyncio.Semaphore(in_flight)
     prefix = f"raw-{uuid.uuid4().hex[:6]}"

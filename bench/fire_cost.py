@@ -41,7 +41,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,10 +53,10 @@ sys.path.insert(0, str(ROOT))
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.api.history.v1 import HistoryEvent  # noqa: E402
 from temporalio.client import Client, WorkflowHandle  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.connections import ConnectionStore, NewConnection  # noqa: E402
-from client.codec import Keyring, data_converter  # noqa: E402
+from bench.devserver import start_dev_server  # noqa: E402
+from client.codec import Keyring  # noqa: E402
 from client.errors import OneLineParser  # noqa: E402
 from client.loops import control, schedule_id, start_schedules  # noqa: E402
 from client.settings import Settings  # noqa: E402
@@ -64,11 +64,9 @@ from scheduling.spec import ScheduleSpec  # noqa: E402
 from scheduling.state import FireRecord  # noqa: E402
 from scheduling.types import parse_duration  # noqa: E402
 from worker import build_worker  # noqa: E402
-from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
 from workflows.models import ScheduleSummary  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
-BIN = Path(sys.executable).parent
 EVERY = "2s"
 API_CODE = "bench"  # the connections shape's own integration, apart from any real one
 JOBS_PER_FIRE = 3
@@ -327,41 +325,11 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-@contextlib.contextmanager
-def output_to(path: Path) -> Iterator[None]:
-    """Point this process's stdout and stderr at `path` while a child is spawned, so the dev
-    server's banner and log go there instead of between the figures."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        for fd, old in zip((1, 2), saved, strict=True):
-            os.dup2(old, fd)
-            os.close(old)
-
-
 async def main(fires: int, shapes: list[str], detail: bool) -> None:
     costs: list[Cost] = []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        server_log = tmp / "temporal.log"
-        try:
-            with output_to(server_log):
-                env = await WorkflowEnvironment.start_local(
-                    data_converter=data_converter(Keyring.parse(Keyring.new_entry())),
-                    dev_server_existing_path=str(BIN / "temporal"),
-                    dev_server_startup_timeout=timedelta(seconds=60),
-                    dev_server_extra_args=["--ui-disable-news-fetch"],
-                    search_attributes=[SCHEDULE_NAME, SCHEDULED_FIRE_TIME],
-                )
-        except Exception:
-            print(server_log.read_text(errors="replace")[-4000:], file=sys.stderr)
-            raise
+        env = await start_dev_server(Keyring.new_entry(), tmp / "temporal.log")
         try:
             queue = f"bench-fire-cost-{uuid.uuid4().hex[:8]}"
             settings = Settings(data_dir=tmp / "data", temporal_task_queue=queue)

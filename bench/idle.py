@@ -30,7 +30,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,17 +39,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from temporalio.client import Client  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from client.codec import Keyring, data_converter  # noqa: E402
+from bench.devserver import start_dev_server  # noqa: E402
+from client.codec import Keyring  # noqa: E402
 from client.connect import worker_polling  # noqa: E402
 from client.errors import OneLineParser  # noqa: E402
 from client.loops import QUERY_TIMEOUT, START_CONCURRENCY, schedule_id, start_schedules  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
-from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
-BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 60.0  # the worker polling
 SETTLE_TIMEOUT_S = 600.0  # every loop's first workflow task done
 POLL_S = 0.1
@@ -58,24 +56,6 @@ ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The worker's settings come from here only, not from this shell.
 DROPPED = ("SYNC_PRODUCTS_", "TEMPORAL_", "GRACEFUL_", "PAYLOAD_", "MEDUSA_")
 DROPPED_KEYS = ("DATA_DIR", "CATALOG_DB", "CONNECTIONS_KEY", "SESSION_SECRET")
-
-
-@contextlib.contextmanager
-def output_to(path: Path) -> Iterator[None]:
-    """Point this process's stdout and stderr at `path` while a child is spawned, so the dev
-    server's banner and log go there instead of between the figures."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        for fd, old in zip((1, 2), saved, strict=True):
-            os.dup2(old, fd)
-            os.close(old)
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -159,18 +139,7 @@ async def run(loops: int, extra: dict[str, str]) -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         server_log, worker_log = tmp / "temporal.log", tmp / "worker.log"
-        try:
-            with output_to(server_log):
-                env = await WorkflowEnvironment.start_local(
-                    data_converter=data_converter(Keyring.parse(keys)),
-                    dev_server_existing_path=str(BIN / "temporal"),
-                    dev_server_startup_timeout=timedelta(seconds=60),
-                    dev_server_extra_args=["--ui-disable-news-fetch"],
-                    search_attributes=[SCHEDULE_NAME, SCHEDULED_FIRE_TIME],
-                )
-        except Exception:
-            print(tail(server_log), file=sys.stderr)
-            raise
+        env = await start_dev_server(keys, server_log)
         proc: subprocess.Popen[bytes] | None = None
         try:
             client = env.client

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import platform
@@ -34,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,9 +55,9 @@ from temporalio.client import (  # noqa: E402
 )
 from temporalio.client import ScheduleSpec as NativeSpec  # noqa: E402
 from temporalio.common import SearchAttributeKey  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from client.codec import Keyring, data_converter  # noqa: E402
+from bench.devserver import start_dev_server  # noqa: E402
+from client.codec import Keyring  # noqa: E402
 from client.loops import control, schedule_id, start_schedules  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
 from scheduling.types import parse_duration  # noqa: E402
@@ -66,7 +65,6 @@ from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
 from workflows.models import ScheduleSummary  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
-BIN = Path(sys.executable).parent
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OURS, NATIVE = "ours", "native"
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -450,23 +448,6 @@ def print_table(sides: list[Side], every: timedelta, a: argparse.Namespace) -> N
     )
 
 
-@contextlib.contextmanager
-def output_to(path: Path) -> Iterator[None]:
-    """File descriptors 1 and 2 go to `path` meanwhile (what a process started now inherits)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        for fd, copy in zip((1, 2), saved, strict=True):
-            os.dup2(copy, fd)
-            os.close(copy)
-
-
 # --- main --------------------------------------------------------------------------------------
 
 
@@ -479,14 +460,7 @@ async def measure(a: argparse.Namespace, tmp: Path) -> None:
     # SIGTERM stops it as Ctrl-C does: the `finally` below stops what was started.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     say(f"starting the dev server (its output: {tmp / 'temporal.log'})")
-    with output_to(tmp / "temporal.log"):  # the server inherits this process's stdout/stderr
-        env = await WorkflowEnvironment.start_local(
-            data_converter=data_converter(Keyring.parse(keys)),
-            dev_server_existing_path=str(BIN / "temporal"),
-            search_attributes=[SCHEDULE_NAME, SCHEDULED_FIRE_TIME],
-            dev_server_extra_args=["--ui-disable-news-fetch"],
-            dev_server_startup_timeout=timedelta(seconds=60),  # the SDK's 5 s is tight here
-        )
+    env = await start_dev_server(keys, tmp / "temporal.log")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         client = env.client

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from client.loops import control
 from client.settings import Settings
 from scheduling.plan import fire_id
-from tests.test_schedule_loop import spec, start_loop, wait_for
+from tests.test_schedule_loop import child_status, spec, start_loop, wait_for
 from worker import build_worker
 from workflows.models import PauseRequest
 from workflows.schedule import ScheduleWorkflow
@@ -109,10 +109,7 @@ async def test_a_terminated_job_is_known_to_have_ended(
         job = dev_env.client.get_workflow_handle(f"{s.name}/{fire_id(begin)}")
 
         async def job_running() -> bool:
-            try:
-                return (await job.describe()).status == WorkflowExecutionStatus.RUNNING
-            except Exception:
-                return False
+            return await child_status(dev_env.client, job.id) == WorkflowExecutionStatus.RUNNING
 
         await wait_for(job_running)
         await job.terminate("by hand")

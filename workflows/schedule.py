@@ -312,17 +312,16 @@ class ScheduleWorkflow:
         timeout = plan.time_left(wake_at, now)
         # A trigger taken while the loop was busy (or with its start) fires now, not at the timer.
         waiting = not self._state.pending_triggers or not workflow.patched("trigger-never-waits")
-        if waiting and (timeout is None or timeout) and cheap:
-            await self._wait(fire, wake_at)
-        elif waiting and (timeout is None or timeout):
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(
-                    lambda: self._wake,
-                    timeout=timeout,
-                    timeout_summary=None
-                    if fire is None
-                    else f"waits for the {fire_id(fire)} fire of {self._inp.spec.name}",
-                )
+        if waiting and (timeout is None or timeout):
+            if cheap:
+                await self._wait(fire, wake_at)
+            else:  # a fresh timer on every wait, as histories before CHEAP_FIRES have it
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self._wake,
+                        timeout=timeout,
+                        timeout_summary=None if fire is None else self._timer_summary(fire),
+                    )
         state = self._state
         if state.pending_triggers and not self._deleted:
             state.pending_triggers -= 1
@@ -341,14 +340,14 @@ class ScheduleWorkflow:
         elif timer is None or (timer.fire, timer.wake_at) != (fire, wake_at):
             if timer is not None:
                 timer.task.cancel()
-            sleep = workflow.sleep(
-                wake_at - workflow.now(),
-                summary=f"waits for the {fire_id(fire)} fire of {self._inp.spec.name}",
-            )
+            sleep = workflow.sleep(wake_at - workflow.now(), summary=self._timer_summary(fire))
             self._timer = timer = _Timer(fire, wake_at, asyncio.create_task(sleep))
         await workflow.wait_condition(
             lambda: self._wake or (timer is not None and timer.task.done())
         )
+
+    def _timer_summary(self, fire: datetime) -> str:
+        return f"waits for the {fire_id(fire)} fire of {self._inp.spec.name}"
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
@@ -441,23 +440,20 @@ class ScheduleWorkflow:
             api_code=spec.api_code,
             fire_key=base,
         )
-        retry = RetryPolicy(
-            maximum_attempts=(2 if spec.retries is None else spec.retries) + 1,
-            initial_interval=timedelta(seconds=1),
-        )
+        options: dict[str, Any] = {
+            "start_to_close_timeout": EXPANSION_TIMEOUT,
+            "retry_policy": RetryPolicy(
+                maximum_attempts=(2 if spec.retries is None else spec.retries) + 1,
+                initial_interval=timedelta(seconds=1),
+            ),
+            "summary": f"expand {function} for the {fire_id(fire)} fire",
+        }
         if cheap:
             return await workflow.execute_local_activity_method(
-                ExpansionActivities.expand_fire,
-                req,
-                start_to_close_timeout=EXPANSION_TIMEOUT,
-                retry_policy=retry,
-                summary=f"expand {function} for the {fire_id(fire)} fire",
+                ExpansionActivities.expand_fire, req, **options
             )
         return await workflow.execute_activity_method(
-            ExpansionActivities.expand_fire,
-            req,
-            start_to_close_timeout=EXPANSION_TIMEOUT,
-            retry_policy=retry,
+            ExpansionActivities.expand_fire, req, **options
         )
 
     async def _start_fan_out(self, base: str, fire: datetime, expansion: Expansion) -> None:
