@@ -22,6 +22,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
+from client.connect import ServerUnavailable
 from client.errors import ConfigError
 from client.schedules_file import payload_problem
 from scheduling.spec import ScheduleSpec, describe_spec
@@ -98,9 +99,18 @@ async def control(
 
 async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> str:
     """A running loop gets the file's spec if it changed (counts kept); else nothing happens."""
-    view = await handle.query(
-        ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
-    )
+    try:
+        view = await handle.query(
+            ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
+        )
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.FAILED_PRECONDITION or "poller" not in exc.message:
+            raise
+        # Only a worker answers a query: a running loop cannot be compared, or updated, without.
+        raise ServerUnavailable(
+            f"{spec.name}: running as {handle.id}, but no worker is polling its task queue to "
+            "compare or update it; start one with `python worker.py` and run this again"
+        ) from None
     if view.spec.model_dump(mode="json") == spec.model_dump(mode="json"):
         return f"{spec.name}: already running as {handle.id}; unchanged"
     try:

@@ -31,7 +31,7 @@ import httpx
 
 from activities.connections import ConnectionStore, NewConnection
 from client.codec import Keyring
-from client.connect import connect, exit_process
+from client.connect import connect, exit_process, worker_polling
 from client.errors import OneLineParser, UserError, exit_on_user_error, port
 from client.loops import start_schedules
 from client.schedules_file import DEFAULT_FILE, load_schedules
@@ -292,12 +292,20 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             )
             header = f"Authorization: {admin['Authorization']}"
             mirror_admin = f"  mirror admin      curl -H '{header}' {base}/__mirror/faults\n"
-        stack.spawn("worker", [sys.executable, str(ROOT / "worker.py")], env, log=False)
+        worker = stack.spawn("worker", [sys.executable, str(ROOT / "worker.py")], env, log=False)
         source = env.get("DUMMYJSON_BASE_URL", settings.dummyjson_base_url)
         note = record_source(settings.data_dir, source, settings.temporal_task_queue)
 
         async def start() -> list[str]:
             client = await connect(settings)
+            # A running loop (a resumed stack) is queried, and only a polling worker answers.
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while not await worker_polling(client, settings.temporal_task_queue):
+                if worker.poll() is not None:
+                    raise UserError(f"worker exited with code {worker.returncode} at start")
+                if time.monotonic() > deadline:
+                    raise UserError(f"worker not polling after {STARTUP_TIMEOUT_S:.0f}s")
+                await asyncio.sleep(0.2)
             return await start_schedules(client, specs, settings.temporal_task_queue)
 
         for line in asyncio.run(start()):
