@@ -27,7 +27,6 @@ import asyncio
 import getpass
 import json
 import re
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable
@@ -625,9 +624,9 @@ def _new_connection(args: argparse.Namespace) -> NewConnection:
 
 
 def _catalog_error(settings: Settings, why: object) -> ConfigError:
+    db = settings.database
     return ConfigError(
-        f"CATALOG_DB={str(settings.catalog_path)!r}: {why}; set it to a SQLite file in a "
-        "directory you can write"
+        f"{db.setting}={db.shown!r}: {why}; set it to a SQLite file in a directory you can write"
     )
 
 
@@ -641,10 +640,10 @@ def _probe_writable(directory: Path) -> None:
 
 
 def _probe_database(settings: Settings) -> None:
-    """An existing CATALOG_DB must be a SQLite database: its header says so (an empty file is an
-    empty database). Read, not opened with sqlite3, which would leave -wal and -shm files."""
+    """An existing SQLite file must be a SQLite database: its header says so (an empty file is
+    an empty database). Read, not opened with sqlite3, which would leave -wal and -shm files."""
     try:
-        with settings.catalog_path.open("rb") as f:
+        with settings.database.path.open("rb") as f:
             head = f.read(len(SQLITE_HEADER))
     except OSError as exc:
         raise _catalog_error(settings, f"cannot read it ({exc.strerror or exc})") from None
@@ -667,44 +666,38 @@ def _secret_dir_ready(settings: Settings, name: str, variable: str) -> None:
 
 
 def _existing_store(settings: Settings) -> ConnectionStore | None:
-    """The registry if CATALOG_DB exists; None (and nothing made) if it does not."""
-    if not settings.catalog_path.exists():
-        return None
-    _probe_database(settings)
-    try:
-        return ConnectionStore(settings.catalog_path, settings.connections_secret())
-    except sqlite3.Error as exc:
-        raise _catalog_error(settings, exc) from None
+    """The registry; None (and nothing made) if it is a SQLite file that does not exist."""
+    db = settings.database
+    if db.dialect == "sqlite":
+        if not db.path.exists():
+            return None
+        _probe_database(settings)
+    return ConnectionStore(db, settings.connections_secret())
 
 
 def _store_for_writing(settings: Settings) -> ConnectionStore:
     """The registry, made if missing, once every path it needs is known to be writable, so a
-    bad CATALOG_DB or DATA_DIR leaves no half-made files behind."""
+    bad database file or DATA_DIR leaves no half-made files behind."""
     _secret_dir_ready(settings, "connections.key", "CONNECTIONS_KEY")
-    if settings.catalog_path.exists():
+    db = settings.database
+    if db.dialect == "sqlite" and db.path.exists():
         _probe_database(settings)
-    else:
+    elif db.dialect == "sqlite":
         try:
-            _probe_writable(settings.catalog_path.parent)
+            _probe_writable(db.path.parent)
         except OSError as exc:
             raise _catalog_error(settings, f"cannot create it ({exc.strerror or exc})") from None
-    try:
-        return ConnectionStore(settings.catalog_path, settings.connections_secret())
-    except (sqlite3.Error, OSError) as exc:
-        raise _catalog_error(settings, exc) from None
+    return ConnectionStore(db, settings.connections_secret())
 
 
 async def cmd_connections(args: argparse.Namespace, settings: Settings) -> int:
     """The connection registry, read and written here directly: a key never enters Temporal.
 
-    Only `add` creates CATALOG_DB (and DATA_DIR/connections.key); the other actions on a
+    Only `add` creates a SQLite database file (and DATA_DIR/connections.key); the other actions on a
     registry that does not exist yet find nothing and write nothing."""
     new = _new_connection(args) if args.action == "add" else None  # validated before any write
     store = _store_for_writing(settings) if new is not None else _existing_store(settings)
-    try:
-        return _connection_action(args, store, new, settings)
-    except sqlite3.Error as exc:
-        raise _catalog_error(settings, exc) from None
+    return _connection_action(args, store, new, settings)
 
 
 def _connection_action(
@@ -728,7 +721,7 @@ def _connection_action(
             dumped = [c.model_dump(mode="json", exclude={"api_key"}) for c in rows]
             print(json.dumps(dumped, indent=2))
             return 0
-        table = Table(title=f"connections in {settings.catalog_path}")
+        table = Table(title=f"connections in {settings.database.shown}")
         for col in ("id", "api code", "name", "scope", "active", "updated"):
             table.add_column(col)
         for c in rows:  # never the key, not even masked

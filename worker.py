@@ -68,21 +68,22 @@ WORKFLOWS: Sequence[type] = (
 
 
 def sync_target(settings: Settings) -> CatalogTarget:
-    """SYNC_PRODUCTS_TARGET: the built-in SQLite catalog, or a Medusa store's Admin API."""
+    """SYNC_PRODUCTS_TARGET: the built-in catalog (in the application database), or a Medusa
+    store's Admin API."""
     if settings.sync_products_target == "medusa":
         assert settings.medusa_backend_url and settings.medusa_api_key  # checked at load
         return MedusaCatalog(
             settings.medusa_backend_url, settings.medusa_api_key.get_secret_value()
         )
-    return SqliteCatalog(settings.catalog_path)
+    return SqliteCatalog(settings.database)
 
 
 def activities_for(settings: Settings) -> list[Any]:
-    connections = ConnectionStore(settings.catalog_path, settings.connections_secret())
+    connections = ConnectionStore(settings.database, settings.connections_secret())
     sync = SyncProductsActivities(
         DummyJSONClient(settings.dummyjson_base_url), sync_target(settings), connections
     )
-    expansion = ExpansionActivities(connections, settings.catalog_path)
+    expansion = ExpansionActivities(connections)
     sessions = SessionActivities(settings.session_key())
     return [
         sync.count_source_products,
@@ -176,13 +177,14 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     logging.info(
-        "worker on %s, task queue %r, source %s, sync target %s, metrics %s",
+        "worker on %s, task queue %r, source %s, database %s, sync target %s, metrics %s",
         settings.temporal_address,
         settings.temporal_task_queue,
         settings.dummyjson_base_url,
+        settings.database.shown,
         f"Medusa at {settings.medusa_backend_url}"
         if settings.sync_products_target == "medusa"
-        else settings.catalog_path,
+        else "the built-in catalog",
         f"http://{settings.metrics_address}/metrics" if settings.metrics_address else "off",
     )
     async with worker:

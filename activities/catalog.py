@@ -1,4 +1,4 @@
-"""The product catalog: a commerce-shaped product model and its SQLite store.
+"""The product catalog: a commerce-shaped product model and its store in the application database.
 
 The write side is one small interface, `CatalogTarget.sync_batch`: plan a batch against what the
 target holds (create / update / unchanged, by content hash), then apply it unless it is a dry run.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,61 +21,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel
+from sqlalchemy import Connection, delete, insert, select, update
 
 from activities.db import Database
 from activities.dummyjson import SourceProduct
+from activities.schema import batch_outcomes, product_variants, products
 
 CURRENCY = "usd"
 # How long the outcome of a committed batch is kept for a retry of that batch. Retries of a
 # batch end within the hour (at most 21 attempts, each at most 60 s plus a 60 s wait); a day
 # also covers a batch whose retry waited for a worker through an outage.
 OUTCOME_RETENTION = timedelta(days=1)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS products (
-    id            INTEGER PRIMARY KEY,
-    tenant        TEXT NOT NULL DEFAULT 'default',
-    external_id   TEXT NOT NULL,
-    handle        TEXT NOT NULL,
-    title         TEXT NOT NULL,
-    description   TEXT NOT NULL DEFAULT '',
-    status        TEXT NOT NULL CHECK (status IN ('draft', 'published')),
-    category      TEXT,
-    tags          TEXT NOT NULL DEFAULT '[]',
-    images        TEXT NOT NULL DEFAULT '[]',
-    thumbnail     TEXT,
-    width         REAL,
-    height        REAL,
-    depth         REAL,
-    weight        REAL,
-    metadata      TEXT NOT NULL DEFAULT '{}',
-    content_hash  TEXT NOT NULL,
-    created_at    TEXT NOT NULL,
-    updated_at    TEXT NOT NULL,
-    UNIQUE (tenant, external_id),
-    UNIQUE (tenant, handle)
-);
-CREATE TABLE IF NOT EXISTS product_variants (
-    id                 INTEGER PRIMARY KEY,
-    product_id         INTEGER NOT NULL REFERENCES products (id) ON DELETE CASCADE,
-    title              TEXT NOT NULL,
-    sku                TEXT,
-    price_amount       INTEGER NOT NULL CHECK (typeof(price_amount) = 'integer'),
-    currency_code      TEXT NOT NULL,
-    inventory_quantity INTEGER NOT NULL,
-    created_at         TEXT NOT NULL,
-    updated_at         TEXT NOT NULL,
-    UNIQUE (product_id, title)
-);
-CREATE TABLE IF NOT EXISTS batch_outcomes (
-    sync_run      TEXT NOT NULL,  -- `<workflow id>/<run id>` of the sync
-    batch_offset  INTEGER NOT NULL,
-    outcome       TEXT NOT NULL,  -- what the batch did, as the job reports it (JSON)
-    recorded_at   TEXT NOT NULL,
-    PRIMARY KEY (sync_run, batch_offset)
-);
-CREATE INDEX IF NOT EXISTS batch_outcomes_recorded_at ON batch_outcomes (recorded_at);
-"""
 
 
 class Variant(BaseModel):
@@ -193,11 +148,11 @@ class CatalogTarget(Protocol):
 
 
 class SqliteCatalog:
-    """The catalog's tables in the application database (WAL), safe for concurrent batches."""
+    """The built-in catalog: its tables in the application database (SQLite by default, or
+    PostgreSQL), safe for concurrent batches."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.db = Database(path, SCHEMA)
-        self.path = self.db.path
+    def __init__(self, db: Database | Path | str) -> None:
+        self.db = db if isinstance(db, Database) else Database(db)
 
     def sync_batch(
         self, products: Sequence[CatalogProduct], *, tenant: str = "default", dry_run: bool
@@ -219,143 +174,129 @@ class SqliteCatalog:
         """Plan and apply a batch, storing `outcome(plan)` under `key` in the same transaction,
         and return it. If an earlier attempt already committed this batch (and its worker died
         before Temporal heard of it), nothing is planned or written: its stored outcome is
-        returned, so the batch's counts are the ones of the write that happened."""
+        returned, so the batch's counts are the ones of the write that happened.
+
+        The outcome's row is claimed first: an attempt running beside another (a retry while
+        the first still runs) waits for that one's commit and returns its outcome."""
+        t = batch_outcomes
+        now = datetime.now(UTC)
+        where = (t.c.sync_run == key.sync_run, t.c.batch_offset == key.offset)
         with self.db.transaction() as conn:
-            stored = self._outcome(conn, key)
-            if stored is not None:
-                return stored
+            claim = self.db.insert(t).values(
+                sync_run=key.sync_run, batch_offset=key.offset, outcome="", recorded_at=""
+            )
+            if conn.execute(claim.on_conflict_do_nothing().returning(t.c.sync_run)).first() is None:
+                return str(conn.execute(select(t.c.outcome).where(*where)).scalar_one())
             plan = self._plan(conn, products, tenant)
             self._apply(conn, plan, tenant)
             text = outcome(plan)
-            now = datetime.now(UTC)
-            conn.execute(
-                "INSERT INTO batch_outcomes (sync_run, batch_offset, outcome, recorded_at) "
-                "VALUES (?, ?, ?, ?)",
-                (key.sync_run, key.offset, text, now.isoformat()),
-            )
-            conn.execute(  # the index makes this a range; usually an empty one
-                "DELETE FROM batch_outcomes WHERE recorded_at < ?",
-                ((now - OUTCOME_RETENTION).isoformat(),),
-            )
+            conn.execute(update(t).where(*where).values(outcome=text, recorded_at=now.isoformat()))
+            # The index makes this a range; usually an empty one.
+            old = (now - OUTCOME_RETENTION).isoformat()
+            conn.execute(delete(t).where(t.c.recorded_at < old))
         return text
 
     def batch_outcome(self, key: BatchKey) -> str | None:
         """What a committed attempt at this batch stored, if one did."""
+        t = batch_outcomes
         with self.db.transaction(write=False) as conn:
-            return self._outcome(conn, key)
+            found = select(t.c.outcome).where(
+                t.c.sync_run == key.sync_run, t.c.batch_offset == key.offset
+            )
+            stored = conn.execute(found).scalar()
+        return None if stored is None else str(stored)
 
     def remove_missing(self, keep: set[str], *, tenant: str = "default", dry_run: bool) -> int:
         """Delete the tenant's source products that are not in `keep` (the source's ids after a
         complete sync); return how many (would be) removed. Their variants go with them."""
+        t = products
         with self.db.transaction(write=not dry_run) as conn:
-            held = [
-                (row["id"], row["external_id"])
-                for row in conn.execute(
-                    "SELECT id, external_id FROM products WHERE tenant = ? "
-                    "AND external_id LIKE 'dummyjson:%'",
-                    (tenant,),
+            held = conn.execute(
+                select(t.c.id, t.c.external_id).where(
+                    t.c.tenant == tenant, t.c.external_id.like("dummyjson:%")
                 )
-            ]
-            gone = [row_id for row_id, external_id in held if external_id not in keep]
-            if not dry_run:
-                conn.executemany("DELETE FROM products WHERE id = ?", [(i,) for i in gone])
+            ).all()
+            gone = [row.id for row in held if row.external_id not in keep]
+            if gone and not dry_run:
+                conn.execute(delete(t).where(t.c.id.in_(gone)))
         return len(gone)
 
-    @staticmethod
-    def _outcome(conn: sqlite3.Connection, key: BatchKey) -> str | None:
-        row = conn.execute(
-            "SELECT outcome FROM batch_outcomes WHERE sync_run = ? AND batch_offset = ?",
-            (key.sync_run, key.offset),
-        ).fetchone()
-        return None if row is None else str(row["outcome"])
-
-    def _plan(
-        self, conn: sqlite3.Connection, products: Sequence[CatalogProduct], tenant: str
-    ) -> BatchPlan:
+    def _plan(self, conn: Connection, batch: Sequence[CatalogProduct], tenant: str) -> BatchPlan:
+        t = products
         plan = BatchPlan()
-        ids = [p.external_id for p in products]
-        marks = ",".join("?" * len(ids))
         existing = {
-            row["external_id"]: (row["id"], row["content_hash"], row["handle"])
+            row.external_id: row
             for row in conn.execute(
-                f"SELECT id, external_id, content_hash, handle FROM products "
-                f"WHERE tenant = ? AND external_id IN ({marks})",
-                [tenant, *ids],
+                select(t.c.id, t.c.external_id, t.c.content_hash, t.c.handle).where(
+                    t.c.tenant == tenant, t.c.external_id.in_([p.external_id for p in batch])
+                )
             )
         }
         taken: set[str] = set()
-        for product in products:
-            if product.external_id in existing:
-                row_id, old_hash, handle = existing[product.external_id]
-                if old_hash == product.content_hash():
+        for product in batch:
+            held = existing.get(product.external_id)
+            if held is not None:
+                if held.content_hash == product.content_hash():
                     plan.unchanged.append(product.external_id)
                 else:  # keep the handle people already link to
-                    plan.update.append((row_id, product.model_copy(update={"handle": handle})))
+                    kept = product.model_copy(update={"handle": held.handle})
+                    plan.update.append((held.id, kept))
                 continue
             handle = product.handle
             clash = conn.execute(
-                "SELECT 1 FROM products WHERE tenant = ? AND handle = ?", (tenant, handle)
-            ).fetchone()
+                select(t.c.id).where(t.c.tenant == tenant, t.c.handle == handle)
+            ).first()
             if clash or handle in taken:
                 handle = f"{handle}-{product.external_id.rsplit(':', 1)[-1]}"
             taken.add(handle)
             plan.create.append(product.model_copy(update={"handle": handle}))
         return plan
 
-    def _apply(self, conn: sqlite3.Connection, plan: BatchPlan, tenant: str) -> None:
+    def _apply(self, conn: Connection, plan: BatchPlan, tenant: str) -> None:
         now = datetime.now(UTC).isoformat()
         for p in plan.create:
-            cur = conn.execute(
-                """INSERT INTO products (tenant, external_id, handle, title, description, status,
-                   category, tags, images, thumbnail, width, height, depth, weight, metadata,
-                   content_hash, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (tenant, p.external_id, p.handle, *_columns(p), now, now),
-            )
-            _write_variant(conn, cur.lastrowid, p.variant, now)
+            row = {"tenant": tenant, "external_id": p.external_id, "handle": p.handle}
+            new = insert(products).values(**row, **_columns(p), created_at=now, updated_at=now)
+            product_id = conn.execute(new.returning(products.c.id)).scalar_one()
+            self._write_variant(conn, product_id, p.variant, now)
         for row_id, p in plan.update:
-            conn.execute(
-                """UPDATE products SET title = ?, description = ?, status = ?, category = ?,
-                   tags = ?, images = ?, thumbnail = ?, width = ?, height = ?, depth = ?,
-                   weight = ?, metadata = ?, content_hash = ?, updated_at = ? WHERE id = ?""",
-                (*_columns(p), now, row_id),
+            changed = update(products).where(products.c.id == row_id)
+            conn.execute(changed.values(**_columns(p), updated_at=now))
+            self._write_variant(conn, row_id, p.variant, now)
+
+    def _write_variant(self, conn: Connection, product_id: int, v: Variant, now: str) -> None:
+        values = {
+            "title": v.title,
+            "sku": v.sku,
+            "price_amount": v.price_amount,
+            "currency_code": v.currency_code,
+            "inventory_quantity": v.inventory_quantity,
+        }
+        stmt = self.db.insert(product_variants).values(
+            product_id=product_id, **values, created_at=now, updated_at=now
+        )
+        kept = {k: stmt.excluded[k] for k in (*values, "updated_at") if k != "title"}
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[product_variants.c.product_id, product_variants.c.title],
+                set_=kept,
             )
-            _write_variant(conn, row_id, p.variant, now)
+        )
 
 
-def _columns(p: CatalogProduct) -> tuple[Any, ...]:
-    return (
-        p.title,
-        p.description,
-        p.status,
-        p.category,
-        json.dumps(p.tags),
-        json.dumps(p.images),
-        p.thumbnail,
-        p.width,
-        p.height,
-        p.depth,
-        p.weight,
-        json.dumps(p.metadata),
-        p.content_hash(),
-    )
-
-
-def _write_variant(conn: sqlite3.Connection, product_id: int | None, v: Variant, now: str) -> None:
-    conn.execute(
-        """INSERT INTO product_variants (product_id, title, sku, price_amount, currency_code,
-           inventory_quantity, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (product_id, title) DO UPDATE SET sku = excluded.sku,
-           price_amount = excluded.price_amount, currency_code = excluded.currency_code,
-           inventory_quantity = excluded.inventory_quantity, updated_at = excluded.updated_at""",
-        (
-            product_id,
-            v.title,
-            v.sku,
-            v.price_amount,
-            v.currency_code,
-            v.inventory_quantity,
-            now,
-            now,
-        ),
-    )
+def _columns(p: CatalogProduct) -> dict[str, Any]:
+    return {
+        "title": p.title,
+        "description": p.description,
+        "status": p.status,
+        "category": p.category,
+        "tags": json.dumps(p.tags),
+        "images": json.dumps(p.images),
+        "thumbnail": p.thumbnail,
+        "width": p.width,
+        "height": p.height,
+        "depth": p.depth,
+        "weight": p.weight,
+        "metadata": json.dumps(p.metadata),
+        "content_hash": p.content_hash(),
+    }

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import builtins
 import re
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy import Connection as SqlConnection
+from sqlalchemy import Row, delete, select, update
 
 from activities.db import Database
+from activities.schema import connections as t
 from client.errors import UserError
 
 CONNECTION_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -33,19 +35,6 @@ API_KEY_MAX = 4096  # far past any real key; a header that long is a paste gone 
 # refuses it, quoting the whole value in its error), other control characters likewise.
 _API_KEY_CHARS = re.compile(r"[\x20-\x7e]+")
 SCOPE_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"  # a DummyJSON category slug: "mens-shirts"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS connections (
-    id          TEXT PRIMARY KEY,
-    api_code    TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    api_key     TEXT NOT NULL,
-    scope       TEXT,
-    active      INTEGER NOT NULL CHECK (active IN (0, 1)),
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-"""
 
 Code = Annotated[str, Field(pattern=CONNECTION_ID_PATTERN)]
 SEALED = "fernet:"  # the prefix of an encrypted key in the api_key column
@@ -124,7 +113,7 @@ def valid_id(connection_id: str) -> bool:
 
 
 class StoredConnectionInvalid(ConnectionUnusable):
-    """A row written past `connections add` (straight into SQLite) that the model refuses."""
+    """A row written past `connections add` (straight into the database) that the model refuses."""
 
     def __init__(self, connection_id: str, fields: builtins.list[str]) -> None:
         if "id" in fields:
@@ -146,9 +135,8 @@ class ConnectionStore:
     """The `connections` table in the application database; `secret` is the Fernet key that
     seals the API keys in it (Settings.connections_secret())."""
 
-    def __init__(self, path: Path | str, secret: str) -> None:
-        self.db = Database(path, SCHEMA)
-        self.path = self.db.path
+    def __init__(self, db: Database | Path | str, secret: str) -> None:
+        self.db = db if isinstance(db, Database) else Database(db)
         self._fernet = Fernet(secret)
         self._seal_plain_rows()
 
@@ -156,70 +144,69 @@ class ConnectionStore:
         return SEALED + self._fernet.encrypt(api_key.get_secret_value().encode()).decode()
 
     def _seal_plain_rows(self) -> None:
-        """Encrypt keys stored in plain text by a version before encryption, once."""
-        query = "SELECT id, api_key FROM connections WHERE api_key NOT LIKE ?"
+        """Encrypt keys stored in plain text by a version before encryption, once. Two processes
+        doing it at once each write a valid seal of the same key."""
+        plain = select(t.c.id, t.c.api_key).where(t.c.api_key.not_like(SEALED + "%"))
         with self.db.transaction(write=False) as conn:
-            if not conn.execute(query, (SEALED + "%",)).fetchone():
+            if conn.execute(plain.limit(1)).first() is None:
                 return
         with self.db.transaction() as conn:
-            plain = conn.execute(query, (SEALED + "%",)).fetchall()
-            conn.executemany(
-                "UPDATE connections SET api_key = ? WHERE id = ?",
-                [(self._seal(SecretStr(row["api_key"])), row["id"]) for row in plain],
-            )
+            for row in conn.execute(plain).all():
+                sealed = self._seal(SecretStr(row.api_key))
+                conn.execute(update(t).where(t.c.id == row.id).values(api_key=sealed))
 
-    def _from_row(self, row: sqlite3.Row) -> Connection:
+    def _from_row(self, row: Row[Any]) -> Connection:
         try:
-            api_key = self._fernet.decrypt(row["api_key"].removeprefix(SEALED)).decode()
+            api_key = self._fernet.decrypt(row.api_key.removeprefix(SEALED)).decode()
         except InvalidToken:
-            raise ConnectionKeyMismatch(row["id"]) from None
+            raise ConnectionKeyMismatch(row.id) from None
         try:
             return Connection(
-                id=row["id"],
-                api_code=row["api_code"],
-                name=row["name"],
+                id=row.id,
+                api_code=row.api_code,
+                name=row.name,
                 api_key=SecretStr(api_key),
-                scope=row["scope"],
-                active=bool(row["active"]),
-                created_at=datetime.fromisoformat(row["created_at"]),
-                updated_at=datetime.fromisoformat(row["updated_at"]),
+                scope=row.scope,
+                active=bool(row.active),
+                created_at=datetime.fromisoformat(row.created_at),
+                updated_at=datetime.fromisoformat(row.updated_at),
             )
         except ValidationError as exc:  # its text would quote the values, the key among them
             fields = sorted({str(e["loc"][0]) for e in exc.errors(include_input=False) if e["loc"]})
-            raise StoredConnectionInvalid(row["id"], fields) from None
+            raise StoredConnectionInvalid(row.id, fields) from None
 
-    def _fetch(self, conn: sqlite3.Connection, connection_id: str) -> Connection | None:
-        row = conn.execute("SELECT * FROM connections WHERE id = ?", (connection_id,)).fetchone()
+    def _fetch(self, conn: SqlConnection, connection_id: str) -> Connection | None:
+        row = conn.execute(select(t).where(t.c.id == connection_id)).first()
         return None if row is None else self._from_row(row)
 
     def add(self, new: NewConnection, *, replace: bool = False) -> Connection:
-        """Insert, or with `replace` overwrite everything but created_at (updated_at moves on)."""
+        """Insert, or with `replace` overwrite everything but created_at (updated_at moves on).
+
+        One statement decides, so two CLIs adding the same id at once cannot both succeed (or,
+        replacing, cannot lose created_at). The old key is not decrypted: --replace also mends
+        a key sealed with a lost secret."""
         now = _now()
+        values = {
+            "id": new.id,
+            "api_code": new.api_code,
+            "name": new.name,
+            "api_key": self._seal(new.api_key),
+            "scope": new.scope,
+            "active": new.active,
+            "created_at": now.isoformat(),
+            "updated_at": now.isoformat(),
+        }
+        stmt = self.db.insert(t).values(values)
+        if replace:
+            kept = {k: stmt.excluded[k] for k in values if k not in ("id", "created_at")}
+            stmt = stmt.on_conflict_do_update(index_elements=[t.c.id], set_=kept)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=[t.c.id])
         with self.db.transaction() as conn:
-            old = conn.execute(
-                "SELECT created_at FROM connections WHERE id = ?", (new.id,)
-            ).fetchone()  # not decrypted: --replace also mends a key sealed with a lost secret
-            if old is not None and not replace:
-                raise ConnectionExists(new.id)
-            created = datetime.fromisoformat(old["created_at"]) if old is not None else now
-            conn.execute(
-                """INSERT INTO connections (id, api_code, name, api_key, scope, active,
-                   created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (id) DO UPDATE SET api_code = excluded.api_code,
-                   name = excluded.name, api_key = excluded.api_key, scope = excluded.scope,
-                   active = excluded.active, updated_at = excluded.updated_at""",
-                (
-                    new.id,
-                    new.api_code,
-                    new.name,
-                    self._seal(new.api_key),
-                    new.scope,
-                    int(new.active),
-                    created.isoformat(),
-                    now.isoformat(),
-                ),
-            )
-        return Connection(**dict(new), created_at=created, updated_at=now)
+            created = conn.execute(stmt.returning(t.c.created_at)).scalar()
+        if created is None:
+            raise ConnectionExists(new.id)
+        return Connection(**dict(new), created_at=datetime.fromisoformat(created), updated_at=now)
 
     def get(self, connection_id: str) -> Connection | None:
         with self.db.transaction(write=False) as conn:
@@ -227,8 +214,7 @@ class ConnectionStore:
 
     def exists(self, connection_id: str) -> bool:
         with self.db.transaction(write=False) as conn:
-            row = conn.execute("SELECT 1 FROM connections WHERE id = ?", (connection_id,))
-            return row.fetchone() is not None
+            return conn.execute(select(t.c.id).where(t.c.id == connection_id)).first() is not None
 
     def require(self, connection_id: str) -> Connection:
         found = self.get(connection_id)
@@ -239,22 +225,22 @@ class ConnectionStore:
     def list(
         self, *, api_code: str | None = None, active_only: bool = False
     ) -> builtins.list[Connection]:
+        query = select(t).order_by(t.c.id)
+        if api_code is not None:
+            query = query.where(t.c.api_code == api_code)
+        if active_only:
+            query = query.where(t.c.active.is_(True))
         with self.db.transaction(write=False) as conn:
-            rows = conn.execute(
-                "SELECT * FROM connections WHERE (? IS NULL OR api_code = ?) "
-                "AND (? = 0 OR active = 1) ORDER BY id",
-                (api_code, api_code, int(active_only)),
-            ).fetchall()
+            rows = conn.execute(query).all()
         return [self._from_row(row) for row in rows]
 
     def active_ids(self, api_code: str) -> builtins.list[str]:
         """The connections a fire fans out to: ids only, no key is decrypted."""
+        query = (
+            select(t.c.id).where(t.c.api_code == api_code, t.c.active.is_(True)).order_by(t.c.id)
+        )
         with self.db.transaction(write=False) as conn:
-            rows = conn.execute(
-                "SELECT id FROM connections WHERE api_code = ? AND active = 1 ORDER BY id",
-                (api_code,),
-            ).fetchall()
-        return [row["id"] for row in rows]
+            return builtins.list(conn.execute(query).scalars())
 
     def set_active(self, connection_id: str, active: bool) -> Connection:
         """Enable or disable; a no-op (updated_at kept) when it already is."""
@@ -266,16 +252,17 @@ class ConnectionStore:
                 return found
             now = _now()
             conn.execute(
-                "UPDATE connections SET active = ?, updated_at = ? WHERE id = ?",
-                (int(active), now.isoformat(), connection_id),
+                update(t)
+                .where(t.c.id == connection_id)
+                .values(active=active, updated_at=now.isoformat())
             )
         return found.model_copy(update={"active": active, "updated_at": now})
 
     def remove(self, connection_id: str) -> bool:
         """Delete; False if there was nothing to delete."""
         with self.db.transaction() as conn:
-            cur = conn.execute("DELETE FROM connections WHERE id = ?", (connection_id,))
-            return cur.rowcount > 0
+            gone = conn.execute(delete(t).where(t.c.id == connection_id).returning(t.c.id))
+            return gone.first() is not None
 
 
 def _now() -> datetime:

@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import delete, func, insert, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.connections import ConnectionStore, valid_id
-from activities.db import Database
 from activities.models import ExpandedInput, Expansion, ExpansionRequest
+from activities.schema import expansion_pages
 from jobs import expansions
 from jobs.registry import JOBS
 from scheduling.spec import KEY_PATTERN
@@ -36,15 +37,6 @@ INPUT_BYTES = 64 * 1024
 MAX_INPUTS = 500_000
 KEEP_PAGES = timedelta(days=7)
 
-PAGES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS expansion_pages (
-    ref        TEXT NOT NULL,
-    page       INTEGER NOT NULL,
-    inputs     TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (ref, page)
-);
-"""
 _KEY = re.compile(KEY_PATTERN)
 
 
@@ -66,9 +58,9 @@ def _bad_id_key(connection_id: str) -> dict[str, str]:
 class ExpansionActivities:
     """Bound to the application database: connections to fan out over, pages to store."""
 
-    def __init__(self, connections: ConnectionStore, db_path: Any) -> None:
+    def __init__(self, connections: ConnectionStore) -> None:
         self.connections = connections
-        self.pages = Database(db_path, PAGES_SCHEMA)
+        self.pages = connections.db
 
     @activity.defn(name="expand_fire")
     def expand_fire(self, req: ExpansionRequest) -> Expansion:
@@ -97,18 +89,17 @@ class ExpansionActivities:
 
     @activity.defn(name="load_expansion_page")
     def load_expansion_page(self, req: FanOutPage) -> list[ExpandedInput]:
+        t = expansion_pages
         with self.pages.transaction(write=False) as conn:
-            row = conn.execute(
-                "SELECT inputs FROM expansion_pages WHERE ref = ? AND page = ?",
-                (req.ref, req.page),
-            ).fetchone()
-        if row is None:
+            found = select(t.c.inputs).where(t.c.ref == req.ref, t.c.page == req.page)
+            inputs = conn.execute(found).scalar()
+        if inputs is None:
             raise ApplicationError(
                 f"expansion page {req.page} of {req.ref} is gone (pages are kept "
-                f"{KEEP_PAGES.days} days, in the worker's CATALOG_DB)",
+                f"{KEEP_PAGES.days} days, in the application database)",
                 non_retryable=True,
             )
-        return [ExpandedInput.model_validate(x) for x in json.loads(row["inputs"])]
+        return [ExpandedInput.model_validate(x) for x in json.loads(inputs)]
 
     def _call(self, name: str, req: ExpansionRequest) -> Any:
         fn = expansions.EXPANSIONS.get(name)
@@ -183,20 +174,21 @@ class ExpansionActivities:
                 used = 0
             pages[-1].append(text)
             used += len(text)
+        rows = [
+            {"ref": ref, "page": n, "inputs": f"[{','.join(page)}]", "created_at": now.isoformat()}
+            for n, page in enumerate(pages)
+        ]
+        t = expansion_pages
         with self.pages.transaction() as conn:
-            (stored,) = conn.execute(
-                "SELECT count(*) FROM expansion_pages WHERE ref = ?", (ref,)
-            ).fetchone()
-            if stored:
-                return int(stored)
-            conn.execute(
-                "DELETE FROM expansion_pages WHERE created_at < ?",
-                ((now - KEEP_PAGES).isoformat(),),
-            )
-            conn.executemany(
-                "INSERT INTO expansion_pages (ref, page, inputs, created_at) VALUES (?, ?, ?, ?)",
-                [(ref, n, f"[{','.join(page)}]", now.isoformat()) for n, page in enumerate(pages)],
-            )
+            # Page 0 is the claim: a second writer waits on it (PostgreSQL) or on the write lock
+            # (SQLite) until the first commits, then finds it taken and counts that one's pages.
+            claim = self.pages.insert(t).values(rows[0]).on_conflict_do_nothing()
+            if conn.execute(claim.returning(t.c.page)).first() is None:
+                count = select(func.count()).select_from(t).where(t.c.ref == ref)
+                return int(conn.execute(count).scalar_one())
+            conn.execute(delete(t).where(t.c.created_at < (now - KEEP_PAGES).isoformat()))
+            if rows[1:]:
+                conn.execute(insert(t), rows[1:])
         return len(pages)
 
 

@@ -27,7 +27,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.exc import ArgumentError
 
+from activities.db import Database, database_url
 from client.codec import Keyring, KeyringError
 from client.errors import ConfigError
 from client.temporal_profile import TemporalTarget, check_address, load_target
@@ -86,6 +88,10 @@ class Settings(BaseSettings):
     temporal_task_queue: str = TASK_QUEUE
     dummyjson_base_url: str = DEFAULT_DUMMYJSON_URL
     data_dir: Path = Path("data")
+    # The application database (connections, expansion pages, batch outcomes, the built-in
+    # catalog), shared by every worker and CLI: sqlite:///path/file.db or
+    # postgresql://user:password@host:5432/db. Unset: the SQLite file CATALOG_DB.
+    app_database_url: SecretStr | None = None
     catalog_db: Path | None = None
     sync_products_batch_size: int = Field(15, ge=1, le=1000)
     sync_products_max_retries: int = Field(2, ge=0, le=20)
@@ -283,6 +289,33 @@ class Settings(BaseSettings):
         _no_file_above(value)
         return value
 
+    @field_validator("app_database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """Parsed now: a URL no driver could open stops a command before it acts."""
+        if value is None:
+            return None
+        text = value.get_secret_value().strip()
+        if "://" not in text:
+            raise ValueError("is not a URL")
+        try:
+            url = database_url(text)
+            port = url.port
+        except (ArgumentError, ValueError):
+            raise ValueError("is not a database URL") from None
+        backend = url.get_backend_name()
+        if backend == "sqlite":
+            if not url.database or url.database == ":memory:":
+                raise ValueError("names no file (sqlite:///relative.db, sqlite:////abs.db)")
+        elif backend == "postgresql":
+            if not url.host or not url.database:
+                raise ValueError("needs a host and a database (…@host:5432/db)")
+            if port is not None and not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is not 1 to 65535")
+        else:
+            raise ValueError(f"{backend} is not supported")
+        return SecretStr(text)
+
     @field_validator("dummyjson_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -333,12 +366,32 @@ class Settings(BaseSettings):
     def _default_catalog(self) -> Settings:
         if self.catalog_db is None:
             self.catalog_db = self.data_dir / "catalog.db"
+        elif self.app_database_url is not None:
+            raise ConfigError(
+                "CATALOG_DB: APP_DATABASE_URL names the application database; unset CATALOG_DB"
+                " (or set APP_DATABASE_URL=sqlite:///that/file.db)"
+            )
         return self
 
     @property
     def catalog_path(self) -> Path:
+        """The default SQLite database file (when APP_DATABASE_URL is unset)."""
         assert self.catalog_db is not None
         return self.catalog_db
+
+    @property
+    def database(self) -> Database:
+        """The application database, named in error lines by the setting that chose it."""
+        if self.app_database_url is not None:
+            return Database(self.app_database_url.get_secret_value(), "APP_DATABASE_URL")
+        return Database(self.catalog_path, "CATALOG_DB")
+
+
+def _without_password(text: str) -> str:
+    try:
+        return database_url(text).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return text.split("@")[-1] if "@" in text else text
 
 
 def _no_file_above(path: Path) -> None:
@@ -359,6 +412,7 @@ def _file_above(path: Path) -> Path | None:
 _FIXES = {
     "temporal_task_queue": "the task queue the worker polls (default scheduled-jobs)",
     "data_dir": "a directory (made if missing), e.g. data",
+    "app_database_url": "sqlite:///data/catalog.db or postgresql://user:password@host:5432/db",
     "catalog_db": "a SQLite file path in a directory you can write, e.g. data/catalog.db",
     "sync_products_batch_size": "a whole number from 1 to 1000",
     "sync_products_max_retries": "a whole number from 0 to 20",
@@ -400,6 +454,8 @@ def load_settings() -> Settings:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
         value = "(hidden)" if field in _HIDDEN else err.get("input")
+        if field == "app_database_url":  # its password hidden, the rest shown
+            value = _without_password(str(value))
         reason = err["msg"].removeprefix("Value error, ")
         fix = _FIXES.get(field)
         hint = f"; set it to {fix}" if fix else ""

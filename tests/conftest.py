@@ -108,7 +108,7 @@ def settings(mirror: Mirror, catalog: SqliteCatalog) -> Settings:
     """Settings for one test: its own task queue, mirror and catalog file."""
     return Settings(
         dummyjson_base_url=mirror.url,
-        catalog_db=catalog.path,
+        catalog_db=catalog.db.path,
         temporal_task_queue=f"test-{uuid.uuid4().hex[:12]}",
         session_secret=TEST_SESSION_SECRET,
         connections_key=TEST_CONNECTIONS_KEY,

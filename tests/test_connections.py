@@ -264,7 +264,7 @@ def _product(n: int) -> CatalogProduct:
 
 def test_shares_the_application_database_with_the_catalog(db_path: Path) -> None:
     catalog = SqliteCatalog(db_path)
-    catalog.db.connect().close()  # the catalog's tables first, as in a deployed app
+    catalog.db.engine  # the catalog's tables first, as in a deployed app
     store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
     store.add(new("shop"))
     assert len(catalog.sync_batch([_product(1)], dry_run=False).create) == 1

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 from temporalio.testing import ActivityEnvironment
 
 from activities.catalog import OUTCOME_RETENTION, BatchKey, SqliteCatalog
@@ -95,8 +96,8 @@ def test_outcomes_are_kept_for_the_retention_then_pruned(
             ("recent", timedelta(hours=1)),
         ):
             conn.execute(
-                "UPDATE batch_outcomes SET recorded_at = ? WHERE sync_run = ?",
-                ((now - age).isoformat(), f"sync-products/x/{run}"),
+                text("UPDATE batch_outcomes SET recorded_at = :at WHERE sync_run = :run"),
+                {"at": (now - age).isoformat(), "run": f"sync-products/x/{run}"},
             )
     batch(acts, attempt("new", 1))  # a write prunes what is past the retention
     runs = {r["sync_run"] for r in rows(catalog, "SELECT sync_run FROM batch_outcomes")}

@@ -254,7 +254,7 @@ def test_large_expansions_are_stored_in_pages_bounded_by_count_and_bytes(
 ) -> None:
     """The expansion activity on a real SQLite file, called as the worker calls it."""
     fired = datetime(2026, 11, 23, tzinfo=UTC)
-    acts = ExpansionActivities(connection_store(settings), settings.catalog_path)
+    acts = ExpansionActivities(connection_store(settings))
     name = register(
         registry,
         lambda req: [{"key": f"k{i}", "pad": "x" * req["pad"]} for i in range(req["count"])],

@@ -31,7 +31,7 @@ async def sync(env: WorkflowEnvironment, settings: Settings, **kwargs: object) -
 
 
 def rows(catalog: SqliteCatalog, sql: str, *params: object) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(catalog.path)
+    conn = sqlite3.connect(catalog.db.path)
     conn.row_factory = sqlite3.Row
     try:
         return conn.execute(sql, params).fetchall()
