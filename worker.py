@@ -155,6 +155,7 @@ async def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
     settings = load_settings()
     runtime = metrics_runtime(settings.metrics_address)
+    settings.database.prepare()  # migrated before anything polls; a bad URL is one line
     client = await connect(settings, runtime=runtime)
     grace = settings.graceful_shutdown
     # On SIGTERM (a deploy) or Ctrl-C, running activities get `grace` to finish here rather

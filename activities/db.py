@@ -10,6 +10,7 @@ schema, under a lock, so replicas starting together do it once.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -75,6 +76,15 @@ class Database:
     @property
     def engine(self) -> Engine:
         return _engine(self)
+
+    def prepare(self) -> Database:
+        """Connect and migrate now, so a database that cannot be used stops a process at its
+        start (one line), not at its first job."""
+        try:
+            self.engine.connect().close()
+        except exc.DBAPIError as error:
+            raise self.error(error) from None
+        return self
 
     @contextmanager
     def transaction(self, write: bool = True) -> Iterator[Connection]:
@@ -185,6 +195,7 @@ def _migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
 
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # not a line per start in a log
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as conn, conn.begin():  # SQLite: BEGIN IMMEDIATE is the lock

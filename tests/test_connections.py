@@ -1,12 +1,12 @@
-"""The connection registry: the store on a real SQLite file, and `starter.py connections` as a
-user runs it (a real process; no Temporal server, since these commands never talk to one)."""
+"""The connection registry: the store on a real SQLite file and a real PostgreSQL, and
+`starter.py connections` as a user runs it (a real process; no Temporal server, since these
+commands never talk to one)."""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
+from sqlalchemy import inspect
 from temporalio.exceptions import ApplicationError
 
 from activities.catalog import CatalogProduct, SqliteCatalog, Variant
@@ -27,10 +28,11 @@ from activities.connections import (
     ConnectionStore,
     NewConnection,
 )
+from activities.db import Database
 from activities.dummyjson import DummyJSONClient
 from activities.models import SourceRequest
 from activities.sync_products import SyncProductsActivities
-from tests.conftest import TEST_CONNECTIONS_KEY
+from tests.conftest import TEST_CONNECTIONS_KEY, rows_of, sql
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk_test_8f3a9c2e71d64b05"
@@ -42,18 +44,17 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> ConnectionStore:
-    return ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
+def store(app_db: Database) -> ConnectionStore:
+    return ConnectionStore(app_db, TEST_CONNECTIONS_KEY)
 
 
 def new(id: str, **fields: Any) -> NewConnection:
     return NewConnection.model_validate({"name": f"shop {id}", "api_key": KEY, "id": id, **fields})
 
 
-def rows(path: Path) -> list[tuple[Any, ...]]:
+def rows(db: Database | Path) -> list[tuple[Any, ...]]:
     """The raw table, key included: what 'nothing written' is checked against."""
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT * FROM connections ORDER BY id").fetchall()
+    return [tuple(r) for r in sql(db, "SELECT * FROM connections ORDER BY id")]
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -84,12 +85,12 @@ def test_list_filters_by_api_code_and_active(store: ConnectionStore) -> None:
     assert store.list(api_code="nothing") == []
 
 
-def test_add_refuses_an_existing_id_unless_replace(store: ConnectionStore, db_path: Path) -> None:
+def test_add_refuses_an_existing_id_unless_replace(store: ConnectionStore) -> None:
     first = store.add(new("shop", scope="smartphones"))
-    before = rows(db_path)
+    before = rows(store.db)
     with pytest.raises(ConnectionExists, match="connection 'shop' exists; pass --replace"):
         store.add(new("shop", name="other"))
-    assert rows(db_path) == before
+    assert rows(store.db) == before
 
     replaced = store.add(new("shop", name="renamed", api_key="sk_new", active=False), replace=True)
     assert replaced.created_at == first.created_at
@@ -121,7 +122,7 @@ def test_remove_and_not_found(store: ConnectionStore) -> None:
     assert str(exc.value) == "no connection 'shop'; `starter.py connections list` shows them"
 
 
-def test_the_key_is_secret_in_every_rendering(store: ConnectionStore, db_path: Path) -> None:
+def test_the_key_is_secret_in_every_rendering(store: ConnectionStore) -> None:
     conn = store.add(new("shop"))
     for text in (repr(conn), str(conn), conn.model_dump_json(), repr(store.list())):
         assert KEY not in text
@@ -135,28 +136,26 @@ def file_bytes(db_path: Path) -> bytes:
     )
 
 
-def test_keys_are_encrypted_at_rest_and_plain_rows_are_sealed(
-    store: ConnectionStore, db_path: Path
-) -> None:
+def test_keys_are_encrypted_at_rest_and_plain_rows_are_sealed(store: ConnectionStore) -> None:
     store.add(new("shop"))
-    ((stored,),) = sqlite3.connect(db_path).execute("SELECT api_key FROM connections").fetchall()
-    assert stored.startswith("fernet:")
-    assert KEY.encode() not in file_bytes(db_path)
+    ((stored,),) = rows_of(store.db, "SELECT api_key FROM connections")
+    assert stored.startswith("fernet:") and KEY not in stored
+    if store.db.dialect == "sqlite":
+        assert KEY.encode() not in file_bytes(store.db.path)
     assert store.require("shop").api_key.get_secret_value() == KEY
 
     # a row stored in plain text by a version before encryption: sealed when a store opens
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE connections SET api_key = ?", ("sk_plain_old_row",))
-    reopened = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
-    assert rows(db_path)[0][3].startswith("fernet:")
+    sql(store.db, "UPDATE connections SET api_key = :key", key="sk_plain_old_row")
+    reopened = ConnectionStore(store.db, TEST_CONNECTIONS_KEY)
+    assert rows(store.db)[0][3].startswith("fernet:")
     assert reopened.require("shop").api_key.get_secret_value() == "sk_plain_old_row"
 
 
 def test_another_key_cannot_read_the_stored_keys_and_replace_mends_one(
-    store: ConnectionStore, db_path: Path
+    store: ConnectionStore,
 ) -> None:
     store.add(new("shop"))
-    other = ConnectionStore(db_path, Fernet.generate_key().decode())
+    other = ConnectionStore(store.db, Fernet.generate_key().decode())
     with pytest.raises(ConnectionKeyMismatch, match="connection 'shop': its API key was encrypted"):
         other.get("shop")
     assert other.active_ids("dummyjson") == ["shop"]  # a fire fans out without decrypting
@@ -201,14 +200,17 @@ def test_limits_that_are_allowed() -> None:
     assert new("spaced", api_key="Basic a b=").api_key.get_secret_value() == "Basic a b="
 
 
-def insert_raw(db_path: Path, connection_id: str, api_key: str) -> None:
-    """A row written straight into SQLite, past the model (an older tool, a hand-made fix)."""
-    ConnectionStore(db_path, TEST_CONNECTIONS_KEY)  # the schema
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(
-            "INSERT INTO connections VALUES (?, 'dummyjson', 'Raw', ?, NULL, 1, ?, ?)",
-            (connection_id, api_key, *["2026-01-01T00:00:00+00:00"] * 2),
-        )
+def insert_raw(db: Database, connection_id: str, api_key: str) -> None:
+    """A row written straight into the database, past the model (an older tool, a hand fix)."""
+    ConnectionStore(db, TEST_CONNECTIONS_KEY)  # the schema
+    sql(
+        db,
+        "INSERT INTO connections VALUES (:id, 'dummyjson', 'Raw', :key, NULL, :on, :at, :at)",
+        id=connection_id,
+        key=api_key,
+        on=True,
+        at="2026-01-01T00:00:00+00:00",
+    )
 
 
 LEAKY_KEY = "sk_line1_9d2f\r\nX-Leak: sk_line2_71ab"
@@ -223,15 +225,15 @@ LEAKY_PARTS = ("sk_line1_9d2f", "sk_line2_71ab", "X-Leak")
     ],
 )
 def test_a_row_written_past_the_model_fails_its_own_jobs_naming_it(
-    db_path: Path, connection_id: str, api_key: str, says: str
+    app_db: Database, connection_id: str, api_key: str, says: str
 ) -> None:
-    store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
+    store = ConnectionStore(app_db, TEST_CONNECTIONS_KEY)
     store.add(new("acme"))
-    insert_raw(db_path, connection_id, api_key)
-    store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)  # seals the plain row, as on upgrade
+    insert_raw(app_db, connection_id, api_key)
+    store = ConnectionStore(app_db, TEST_CONNECTIONS_KEY)  # seals the plain row, as on upgrade
     assert connection_id in store.active_ids("dummyjson")  # a fire still lists it ...
     sync = SyncProductsActivities(
-        DummyJSONClient("http://127.0.0.1:9"), SqliteCatalog(db_path), store
+        DummyJSONClient("http://127.0.0.1:9"), SqliteCatalog(app_db), store
     )
     with pytest.raises(ApplicationError) as caught:  # ... and its job fails for good, naming it
         sync.count_source_products(SourceRequest(connection_id=connection_id))
@@ -262,19 +264,17 @@ def _product(n: int) -> CatalogProduct:
     )
 
 
-def test_shares_the_application_database_with_the_catalog(db_path: Path) -> None:
-    catalog = SqliteCatalog(db_path)
-    catalog.db.engine  # the catalog's tables first, as in a deployed app
-    store = ConnectionStore(db_path, TEST_CONNECTIONS_KEY)
+def test_shares_the_application_database_with_the_catalog(app_db: Database) -> None:
+    catalog = SqliteCatalog(app_db)
+    store = ConnectionStore(app_db, TEST_CONNECTIONS_KEY)
     store.add(new("shop"))
     assert len(catalog.sync_batch([_product(1)], dry_run=False).create) == 1
-    again = SqliteCatalog(db_path)  # a fresh process's view of the same file
+    again = SqliteCatalog(Database(app_db.url))  # another store's view of the same database
     assert len(again.sync_batch([_product(1), _product(2)], dry_run=False).create) == 1
-    assert [c.id for c in ConnectionStore(db_path, TEST_CONNECTIONS_KEY).list()] == ["shop"]
-    with sqlite3.connect(db_path) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"products", "product_variants", "connections"} <= tables
-        assert conn.execute("SELECT count(*) FROM products").fetchone()[0] == 2
+    assert [c.id for c in ConnectionStore(Database(app_db.url), TEST_CONNECTIONS_KEY).list()] == ["shop"]
+    tables = set(inspect(app_db.engine).get_table_names())
+    assert {"products", "product_variants", "connections", "alembic_version"} <= tables
+    assert rows_of(app_db, "SELECT count(*) FROM products") == [(2,)]
 
 
 # --- the CLI ---------------------------------------------------------------------------------
