@@ -10,8 +10,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# An unprivileged user. The code stays root-owned (read-only to it); /data, for the SQLite catalog,
-# is the one place it writes. A named volume mounted there starts out owned by this user.
+# An unprivileged user. The code stays root-owned (read-only to it); /data (DATA_DIR: the secrets
+# files made on first use, and the default SQLite database when APP_DATABASE_URL is unset) is the
+# one place it writes. A named volume mounted there starts out owned by this user.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin app \
@@ -35,8 +36,9 @@ COPY . .
 RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info
 
-ENV DATA_DIR=/data \
-    CATALOG_DB=/data/catalog.db
+# DATA_DIR only. No CATALOG_DB: it defaults to DATA_DIR/catalog.db anyway, and set beside
+# APP_DATABASE_URL (as docker-compose.yml sets it) it is refused, so it is not baked in.
+ENV DATA_DIR=/data
 
 USER app
 
