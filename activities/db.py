@@ -27,6 +27,7 @@ from client.errors import UserError
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x5C4ED  # pg_advisory_xact_lock key: one migrating process at a time
 SQLITE_BUSY_S = 30  # a writer waits this long for another's transaction
+logging.getLogger("alembic").setLevel(logging.WARNING)  # not lines per process in a worker's log
 
 
 class DatabaseError(UserError):
@@ -195,7 +196,6 @@ def _migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # not a line per start in a log
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as conn, conn.begin():  # SQLite: BEGIN IMMEDIATE is the lock

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from devtools import pg
 from tests import postgres
-from tests.postgres import TEST_USER, TestPostgres, pg_server, pg_url  # noqa: F401
+from tests.postgres import TEST_USER, TestPostgres
 
 SEEN: set[str] = set()  # the databases earlier tests in this process had
 

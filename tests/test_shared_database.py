@@ -55,6 +55,8 @@ async def test_two_workers_with_their_own_data_dirs_share_one_postgresql(
         connections_key=TEST_CONNECTIONS_KEY,  # type: ignore[arg-type]
     )
     side_a, side_b = tmp_path / "a", tmp_path / "b"
+    for side in (side_a, side_b):
+        side.mkdir()
 
     # Machine A: the CLI adds the connections (into PostgreSQL; nothing under its DATA_DIR).
     mirror.set_api_keys(KEYS.values())
