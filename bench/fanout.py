@@ -25,6 +25,7 @@ import contextlib
 import os
 import platform
 import resource
+import secrets
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ from bench.workers import start_workers, stop_workers, wait_for_pollers, worker_
 from client.codec import Keyring  # noqa: E402
 from client.loops import control  # noqa: E402
 from client.settings import Settings  # noqa: E402
+from devtools.pg import MissingPrerequisite, PgError, start_local  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
 from worker import build_worker  # noqa: E402
 from workflows.echo import EchoJobWorkflow  # noqa: E402
@@ -113,9 +115,15 @@ async def start_span_s(client: Client, queue: str, n: int, timeout: float = 60) 
 
 @contextlib.contextmanager
 def postgres(tmp: Path) -> Iterator[str]:
-    """A PostgreSQL of its own for the run, from the machine's binaries; its database's URL."""
-    raise NotImplementedError  # devtools/pg.py
-    yield ""
+    """A PostgreSQL of its own for the run, from the machine's binaries; its database's URL.
+    Durability off (fsync), as in the tests: this measures the workers, not the disk."""
+    base = tmp / "postgres"
+    base.mkdir()
+    try:
+        with start_local(base, needed_for="bench/fanout.py --workers") as pg:
+            yield pg.create_database("bench", "bench", secrets.token_urlsafe(12))
+    except (MissingPrerequisite, PgError) as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def queue_settings(tmp: Path, queue: str) -> Settings:
@@ -336,6 +344,7 @@ async def main() -> None:
         f"one fire of the `numbers` expansion: N `echo` jobs in pages of {PAGE_SIZE}, 4 pages in "
         f"flight, 50 concurrent workflow tasks; max history over the loop, the fan-out, every "
         f"page and {JOB_SAMPLE} jobs; peak RSS is this process's (worker included), cumulative"
+        + ("; worker processes' RSS not included" if a.workers else "")
     )
     print_table(rows)
     print(

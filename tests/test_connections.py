@@ -271,7 +271,8 @@ def test_shares_the_application_database_with_the_catalog(app_db: Database) -> N
     assert len(catalog.sync_batch([_product(1)], dry_run=False).create) == 1
     again = SqliteCatalog(Database(app_db.url))  # another store's view of the same database
     assert len(again.sync_batch([_product(1), _product(2)], dry_run=False).create) == 1
-    assert [c.id for c in ConnectionStore(Database(app_db.url), TEST_CONNECTIONS_KEY).list()] == ["shop"]
+    listed = ConnectionStore(Database(app_db.url), TEST_CONNECTIONS_KEY).list()
+    assert [c.id for c in listed] == ["shop"]
     tables = set(inspect(app_db.engine).get_table_names())
     assert {"products", "product_variants", "connections", "alembic_version"} <= tables
     assert rows_of(app_db, "SELECT count(*) FROM products") == [(2,)]
