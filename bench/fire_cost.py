@@ -89,7 +89,7 @@ def shape_spec(shape: str, name: str) -> ScheduleSpec:
 
 
 def add_connections(settings: Settings) -> None:
-    store = ConnectionStore(settings.catalog_path, settings.connections_secret())
+    store = ConnectionStore(settings.database, settings.connections_secret())
     for i in range(JOBS_PER_FIRE):
         new = NewConnection.model_validate(
             {"id": f"bench-{i}", "api_code": API_CODE, "name": f"bench {i}", "api_key": f"k{i}"}

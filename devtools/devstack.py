@@ -66,7 +66,7 @@ DEMO_CONNECTIONS = (
 
 def seed_connections(settings: Settings) -> list[str]:
     """Add the demo connections the first time; later runs keep whatever the user changed."""
-    store = ConnectionStore(settings.catalog_path, settings.connections_secret())
+    store = ConnectionStore(settings.database, settings.connections_secret())
     if not store.list():
         for conn in DEMO_CONNECTIONS:
             store.add(conn)
@@ -350,7 +350,7 @@ def banner_hints(connection: str | None) -> list[str]:
 
 def _banner_connection(settings: Settings) -> str | None:
     """`acme` while it is active, else the first active connection, else None."""
-    store = ConnectionStore(settings.catalog_path, settings.connections_secret())
+    store = ConnectionStore(settings.database, settings.connections_secret())
     active = store.active_ids("dummyjson")
     return "acme" if "acme" in active else next(iter(active), None)
 
@@ -388,7 +388,7 @@ def running_source(data_dir: Path, task_queue: str) -> str | None:
 def _target_line(settings: Settings) -> str:
     if settings.sync_products_target == "medusa":
         return f"Medusa at {settings.medusa_backend_url} (SYNC_PRODUCTS_TARGET=medusa)"
-    return f"the SQLite catalog {settings.catalog_path}"
+    return f"the built-in catalog in {settings.database.shown}"
 
 
 def _metrics_line(settings: Settings) -> str:
