@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
@@ -28,7 +29,7 @@ from tests.conftest import (
 )
 from tests.test_fanout import KEYS, settled
 from tests.test_schedule_loop import spec, start_loop, wait_for
-from workflows.models import FanOutResult
+from workflows.models import FanOutResult, ScheduleInput
 from workflows.schedule import ScheduleWorkflow
 
 JOBS = 600  # more than one page (500): the fan-out reads its pages back from the database
@@ -84,7 +85,14 @@ async def test_two_workers_with_their_own_data_dirs_share_one_postgresql(
     worker_b = None
     try:
         s = spec(every="1d", expansion="numbers", args={"count": JOBS})
-        loop = await start_loop(dev_env, settings, s)
+        # The loop's task that worker A dies in is retried after its task timeout: 2 s, not 10.
+        loop = await dev_env.client.start_workflow(
+            ScheduleWorkflow.run,
+            ScheduleInput(spec=s),
+            id=f"schedule/{s.name}",
+            task_queue=settings.temporal_task_queue,
+            task_timeout=timedelta(seconds=2),
+        )
 
         async def pages_stored() -> bool:
             return rows_of(settings.database, "SELECT count(*) FROM expansion_pages") == [(2,)]
