@@ -118,10 +118,7 @@ async def test_a_worker_killed_during_fires_loses_and_doubles_nothing(
     handle = await start_loop(dev_env, settings, s)
 
     def worker() -> subprocess.Popen[bytes]:
-        # As deployed (WORKFLOW_SANDBOX=fast): with the strict sandbox a fresh worker's first
-        # activation of the loop has run past the SDK's 2 s deadlock limit on this loaded
-        # machine, failing the test's query; determinism is checked by the strict tests.
-        return worker_process(dev_env, settings, tmp_path, WORKFLOW_SANDBOX="fast")
+        return worker_process(dev_env, settings, tmp_path)
 
     proc = worker()
     try:

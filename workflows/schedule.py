@@ -80,6 +80,10 @@ class _Timer:
     task: asyncio.Task[None]
 
 
+def _fired(timer: _Timer) -> bool:
+    return timer.task.done() and not timer.task.cancelled()
+
+
 def _job_error(done: asyncio.Future[Any]) -> str | None:
     """Why a job failed, from its completion event (None: it completed). A job may also end
     normally yet report failure in its result (SyncReport, FanOutResult)."""
@@ -327,7 +331,11 @@ class ScheduleWorkflow:
             state.pending_triggers -= 1
             await self._fire(workflow.now(), manual=True)
             return False
-        return not self._wake and wake_at is not None and workflow.now() >= wake_at
+        # A kept timer that has fired is due even if this task's time reads a moment earlier
+        # (as a query replaying the fired timer can see it): waiting on it again would return at
+        # once, forever, within one activation. No completed history took that path.
+        fired = timer is not None and self._timer is timer and _fired(timer)
+        return not self._wake and wake_at is not None and (workflow.now() >= wake_at or fired)
 
     async def _wait(self, fire: datetime | None, wake_at: datetime | None) -> None:
         """Until a wake or the fire's timer. The timer is started once per fire: a wake that
