@@ -57,6 +57,7 @@ from activities.connections import (
     ConnectionStore,
     NewConnection,
 )
+from activities.db import SQLITE_FIX
 from client.connect import ServerUnavailable, connect, exit_process, worker_polling
 from client.ductape import DuctapeJob
 from client.ductape import schedule as schedule_job
@@ -625,9 +626,7 @@ def _new_connection(args: argparse.Namespace) -> NewConnection:
 
 def _catalog_error(settings: Settings, why: object) -> ConfigError:
     db = settings.database
-    return ConfigError(
-        f"{db.setting}={db.shown!r}: {why}; set it to a SQLite file in a directory you can write"
-    )
+    return ConfigError(f"{db.setting}={db.shown!r}: {why}; {SQLITE_FIX}")
 
 
 def _probe_writable(directory: Path) -> None:

@@ -27,6 +27,7 @@ from client.errors import UserError
 MIGRATIONS = Path(__file__).with_name("migrations")
 MIGRATION_LOCK = 0x5C4ED  # pg_advisory_xact_lock key: one migrating process at a time
 SQLITE_BUSY_S = 30  # a writer waits this long for another's transaction
+SQLITE_FIX = "set it to a SQLite file in a directory you can write"
 logging.getLogger("alembic").setLevel(logging.WARNING)  # not lines per process in a worker's log
 
 
@@ -54,6 +55,7 @@ class Database:
         self.url = url if isinstance(url, URL) else database_url(url)
         self.setting = setting
         self.dialect = self.url.get_backend_name()
+        self._key = self.url.render_as_string(hide_password=False)  # which engine is ours
         if self.dialect not in ("sqlite", "postgresql"):
             raise DatabaseError(
                 f"{setting}={self.shown!r}: {self.dialect} is not supported; "
@@ -115,8 +117,7 @@ class Database:
         first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
         low = str(orig).lower()
         if self.dialect == "sqlite":
-            fix = "set it to a SQLite file in a directory you can write"
-            return DatabaseError(f"{self.setting}={self.shown!r}: {first}; {fix}")
+            return DatabaseError(f"{self.setting}={self.shown!r}: {first}; {SQLITE_FIX}")
         where = f"{self.url.host or 'localhost'}:{self.url.port or 5432}"
         if "password authentication failed" in low or "no password supplied" in low:
             why = f"{where} refused user {self.url.username!r}; fix the user and password"
@@ -138,7 +139,7 @@ _engines_lock = threading.Lock()
 def _engine(db: Database) -> Engine:
     """This process's engine (and pool) for the database, made and migrated on first use. Keyed
     by process too: a forked child must not share its parent's pooled connections."""
-    key = (os.getpid(), db.url.render_as_string(hide_password=False))
+    key = (os.getpid(), db._key)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
@@ -215,6 +216,5 @@ def _create_private(db: Database) -> None:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     except OSError as error:
         raise DatabaseError(
-            f"{db.setting}={db.shown!r}: cannot open it ({error.strerror}); set it to a SQLite "
-            "file in a directory you can write"
+            f"{db.setting}={db.shown!r}: cannot open it ({error.strerror}); {SQLITE_FIX}"
         ) from None
