@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,7 +162,7 @@ def _make_engine(db: Database) -> Engine:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("PRAGMA foreign_keys = ON")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _wal(cursor)
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -190,6 +192,21 @@ def _make_engine(db: Database) -> Engine:
             ) from None
         raise db.error(error) from None
     return engine
+
+
+def _wal(cursor: Any) -> None:
+    """WAL mode, set once per file. Switching takes a lock SQLite does not wait for (no busy
+    handler), so processes opening a new file together retry until one has switched it."""
+    deadline = time.monotonic() + SQLITE_BUSY_S
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _migrate(engine: Engine) -> None:

@@ -97,20 +97,33 @@ async def control(
     return await send()
 
 
+async def _running_view(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> ScheduleView:
+    """The running loop's view. Only a worker answers a query: none polling is one line, and a
+    busy one (replaying, or just started) is asked again before that."""
+    for attempt in range(UPDATE_ATTEMPTS):
+        try:
+            return await handle.query(
+                ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
+            )
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.FAILED_PRECONDITION and "poller" in exc.message:
+                raise ServerUnavailable(
+                    f"{spec.name}: running as {handle.id}, but no worker is polling its task "
+                    "queue to compare or update it; start one with `python worker.py` and run "
+                    "this again"
+                ) from None
+            if exc.status not in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                raise
+        await asyncio.sleep(0.2 * 2**attempt)
+    raise ServerUnavailable(
+        f"{spec.name}: running as {handle.id}, but its worker did not answer in "
+        f"{UPDATE_ATTEMPTS} tries; check the worker (its log) and run this again"
+    )
+
+
 async def apply_spec(handle: WorkflowHandle[Any, Any], spec: ScheduleSpec) -> str:
     """A running loop gets the file's spec if it changed (counts kept); else nothing happens."""
-    try:
-        view = await handle.query(
-            ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
-        )
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.FAILED_PRECONDITION or "poller" not in exc.message:
-            raise
-        # Only a worker answers a query: a running loop cannot be compared, or updated, without.
-        raise ServerUnavailable(
-            f"{spec.name}: running as {handle.id}, but no worker is polling its task queue to "
-            "compare or update it; start one with `python worker.py` and run this again"
-        ) from None
+    view = await _running_view(handle, spec)
     if view.spec.model_dump(mode="json") == spec.model_dump(mode="json"):
         return f"{spec.name}: already running as {handle.id}; unchanged"
     try:
