@@ -26,6 +26,7 @@ run: $(STAMP)
 	@$(PY) -m devtools.devstack
 
 test: $(STAMP)
+	@sh devtools/prereqs.sh
 	$(PY) -m pytest
 
 lint: $(STAMP)
