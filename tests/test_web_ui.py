@@ -192,6 +192,8 @@ def test_a_loops_page_shows_its_input_summary_and_current_details(ui: Ui) -> Non
     ui.open_workflow("schedule/sync-products")
     with ui.screenshot("loop-input"):
         ui.shows('"name": "sync-products"', '"cron": "*/10 * * * * *"')
+        # the timeline: the timer's summary, and each job's (the children it started)
+        ui.shows("fire of sync-products", "of sync-products, fire 20")
     ui.page.get_by_role("tab", name="User Metadata").click()
     summary = ui.page.frame_locator('iframe[id^="user-metadata-summary"]').locator("body")
     details = ui.page.frame_locator('iframe[id^="user-metadata-current-details"]').locator("body")
