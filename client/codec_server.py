@@ -4,9 +4,13 @@ so a person with access to it reads inputs and results that the server stores en
     python -m client.codec_server [--port 8234] [--ui-origin http://localhost:8233]
     temporal workflow show -w ID --codec-endpoint http://127.0.0.1:8234 [--codec-auth "Bearer T"]
 
-The UI calls it from the browser, so only the UI's own origins get CORS headers; other browser
-origins are refused. With CODEC_AUTH_TOKEN set every request needs `Authorization: Bearer <it>`.
-It holds the payload keys: bind it to 127.0.0.1 (the default) or put it behind your own auth.
+The UI calls it from the browser as `POST <endpoint>/decode?preserveStorageRefs=true` with
+`X-Namespace`, after a CORS preflight: the action is the path's last segment (the codec protocol;
+query strings are ignored), and only the UI's own origins get CORS headers, for whichever request
+headers the UI asks to send; other browser origins are refused. With CODEC_AUTH_TOKEN set every
+request needs `Authorization: Bearer <it>`. A connection that stays idle or sends a short body is
+dropped after a read timeout, so it never holds a thread. It holds the payload keys: bind it to
+127.0.0.1 (the default) or put it behind your own auth.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 import argparse
 import hmac
 import json
+import re
 import sys
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
@@ -29,6 +35,13 @@ from client.settings import load_settings
 MAX_BODY = 16 * 1024 * 1024  # a history event's payloads are at most a few MB
 DEFAULT_PORT = 8234
 DEFAULT_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
+READ_TIMEOUT_S = 10.0  # an idle connection, or a body that stops short, is dropped after it
+# A preflight's Access-Control-Request-Headers: a comma-separated list of header names (tokens).
+_HEADER_LIST = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
+# What the UI sends (Content-Type, X-Namespace; Authorization when it passes its access token),
+# allowed when a preflight names none.
+ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization"
+PREFLIGHT_MAX_AGE_S = 600  # the browser reuses a preflight's answer this long
 
 
 class CodecServer(ThreadingHTTPServer):
@@ -43,11 +56,13 @@ class CodecServer(ThreadingHTTPServer):
         *,
         origins: tuple[str, ...] = DEFAULT_ORIGINS,
         token: str | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
         super().__init__(address, _Handler)
         self.keyring = keyring
         self.origins = origins
         self.token = token
+        self.read_timeout_s = read_timeout_s
 
     @property
     def url(self) -> str:
@@ -58,6 +73,10 @@ class CodecServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: CodecServer
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.read_timeout_s)  # each read and write
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # request lines only add noise; payloads are never logged
 
@@ -66,17 +85,17 @@ class _Handler(BaseHTTPRequestHandler):
         origin = self.headers.get("Origin")
         return origin is None or origin in self.server.origins
 
-    def _reply(self, status: int, body: dict[str, Any] | None = None) -> None:
+    def _reply(
+        self, status: int, body: dict[str, Any] | None = None, cors: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode() if body is not None else b""
         self.send_response(status)
         origin = self.headers.get("Origin")
         if origin is not None and origin in self.server.origins:
             self.send_header("Access-Control-Allow-Origin", origin)
             self.send_header("Access-Control-Allow-Credentials", "true")
-            self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
-            self.send_header(
-                "Access-Control-Allow-Headers", "Content-Type, X-Namespace, Authorization"
-            )
+            for name, value in (cors or {}).items():
+                self.send_header(name, value)
             self.send_header("Vary", "Origin")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -84,10 +103,31 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_OPTIONS(self) -> None:  # noqa: N802 (the http.server naming)
-        self._reply(204 if self._origin_ok() else 403)
+        """The CORS preflight: the UI's origin may POST with the headers it asks for."""
+        if not self._origin_ok():
+            return self._reply(403)
+        asked = self.headers.get("Access-Control-Request-Headers", "").strip()
+        headers = asked if _HEADER_LIST.fullmatch(asked) else ALLOWED_HEADERS
+        cors = {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": headers,
+            "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE_S),
+        }
+        if self.headers.get("Access-Control-Request-Private-Network") == "true":
+            # Chromium asks this when a page on a LAN or public address calls 127.0.0.1.
+            cors["Access-Control-Allow-Private-Network"] = "true"
+        self._reply(204, cors=cors)
+
+    def _content_length(self) -> int:
+        try:
+            return int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return -1
 
     def do_POST(self) -> None:  # noqa: N802
-        action = self.path.rstrip("/").rsplit("/", 1)[-1]
+        # The last path segment names the action (the codec protocol), so the server may be
+        # mounted under any prefix; the UI adds a query string (`?preserveStorageRefs=true`).
+        action = urlsplit(self.path).path.rstrip("/").rsplit("/", 1)[-1]
         transform: dict[str, Callable[[Payload], Payload]] = {
             "encode": self.server.keyring.encrypt,
             "decode": self.server.keyring.decrypt,
@@ -101,11 +141,16 @@ class _Handler(BaseHTTPRequestHandler):
             f"Bearer {self.server.token}".encode(),
         ):
             return self._reply(401, {"message": "a bearer token is required"})
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._content_length()
         if not 0 < length <= MAX_BODY:
             return self._reply(413, {"message": f"body must be 1 to {MAX_BODY} bytes"})
         try:
-            payloads = json_format.Parse(self.rfile.read(length), Payloads())
+            body = self.rfile.read(length)
+        except TimeoutError:  # fewer bytes than Content-Length said, then silence
+            self.close_connection = True
+            return self._reply(408, {"message": f"body shorter than Content-Length {length}"})
+        try:
+            payloads = json_format.Parse(body, Payloads())
             out = Payloads(payloads=[transform[action](p) for p in payloads.payloads])
         except (json_format.ParseError, KeyringError, ValueError) as exc:
             return self._reply(400, {"message": str(exc).splitlines()[0]})

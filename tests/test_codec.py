@@ -1,11 +1,14 @@
 """The payload codec and its keyring: rotation, tampering, old plain payloads, bad keys; and the
-codec server's token and body bound."""
+codec server: its token and body bound, the Web UI's requests as Chromium sends them (a query
+string, X-Namespace, the CORS preflight), and connections that go quiet."""
 
 from __future__ import annotations
 
 import json
+import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +109,66 @@ def test_the_codec_server_wants_its_token_and_round_trips(server: CodecServer) -
     payloads = json_format.ParseDict(decoded.json(), Payloads()).payloads
     assert list(payloads) == [plain("hello")]
     assert httpx.post(f"{server.url}/decode", content=b"{", headers=auth).status_code == 400
+
+
+UI = "http://localhost:8233"
+# What the Web UI 2.x sends: its fetch adds Content-Type and X-Namespace (and Authorization when
+# it passes its access token); Chromium's preflight names them in lower case.
+UI_DECODE = "/decode?preserveStorageRefs=true"
+UI_HEADERS = {"Origin": UI, "Content-Type": "application/json", "X-Namespace": "default"}
+QUIET_S = 0.5
+
+
+@pytest.fixture
+def ui_server() -> Iterator[CodecServer]:
+    srv = CodecServer(("127.0.0.1", 0), Keyring.parse(K1), origins=(UI,), read_timeout_s=QUIET_S)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize(
+    "asked", ["content-type,x-namespace", "authorization,caller-type,content-type,x-namespace"]
+)
+def test_the_codec_server_answers_the_web_uis_preflight_and_decode(
+    ui_server: CodecServer, asked: str
+) -> None:
+    preflight = httpx.options(
+        f"{ui_server.url}{UI_DECODE}",
+        headers={
+            "Origin": UI,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": asked,
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == UI
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    allowed = preflight.headers["access-control-allow-headers"].lower().replace(" ", "")
+    assert set(asked.split(",")) <= set(allowed.split(","))
+
+    sealed = Keyring.parse(K1).encrypt(plain("hello"))
+    body = json_format.MessageToDict(Payloads(payloads=[sealed]))
+    for path in (UI_DECODE, "/codec/default/decode?preserveStorageRefs=true"):  # any prefix
+        reply = httpx.post(f"{ui_server.url}{path}", json=body, headers=UI_HEADERS)
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["access-control-allow-origin"] == UI
+        assert list(json_format.ParseDict(reply.json(), Payloads()).payloads) == [plain("hello")]
+    assert httpx.post(f"{ui_server.url}/decoder", json=body).status_code == 404
+
+
+def test_a_quiet_connection_is_dropped_after_the_read_timeout(ui_server: CodecServer) -> None:
+    """Idle after connecting, or a body shorter than its Content-Length: the server answers or
+    closes once the read timeout passes, instead of holding a thread for as long as the client
+    keeps the socket open."""
+    address = ("127.0.0.1", ui_server.server_port)
+    with socket.create_connection(address, timeout=10) as idle:
+        started = time.monotonic()
+        assert idle.recv(1) == b""  # closed by the server
+        assert time.monotonic() - started < 10 * QUIET_S
+    with socket.create_connection(address, timeout=10) as short:
+        short.sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        reply = short.makefile("rb").read()  # the answer, then the server closes
+    assert reply.startswith(b"HTTP/1.0 408 "), reply
+    assert b"shorter than Content-Length 100" in reply

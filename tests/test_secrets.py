@@ -147,10 +147,13 @@ async def test_no_history_holds_a_secret_in_clear_and_the_codec_server_reads_the
         assert secret not in caplog.text  # the worker's log: ids and counts only
     assert "echo job" in caplog.text
 
-    # What the Web UI does with them: POST the payloads to the codec server, from its origin.
+    # What the Web UI does with them: POST the payloads to the codec server, from its origin,
+    # exactly as its fetch does (Chromium's request; tests/test_web_ui.py drives the real one).
     async with httpx.AsyncClient(base_url=codec_server.url) as http:
         reply = await http.post(
-            "/decode", json={"payloads": payloads}, headers={"Origin": UI, "X-Namespace": "default"}
+            "/decode?preserveStorageRefs=true",
+            json={"payloads": payloads},
+            headers={"Origin": UI, "Content-Type": "application/json", "X-Namespace": "default"},
         )
         assert reply.status_code == 200 and reply.headers["access-control-allow-origin"] == UI
         decoded = " ".join(_data(p) for p in reply.json()["payloads"])
