@@ -27,6 +27,8 @@ LogFormat = Literal["text", "json"]
 CORE_LOGGER = "temporalio.core"
 # Loggers that say one line per request or poll: only their warnings are shown.
 QUIET = ("httpx", "httpcore", "urllib3")
+# In the text format, lines from these libraries say where they come from.
+SOURCES = {"opentelemetry": "traces", "urllib3": "http"}
 
 
 def setup_logging(fmt: LogFormat = "text", level: int = logging.INFO) -> None:
@@ -148,6 +150,8 @@ class TextFormatter(logging.Formatter):
             extra = {k: v for k, v in core.items() if k != "target"}
             if extra:
                 message += " " + " ".join(f"{k}={_short(v)}" for k, v in extra.items())
+        elif record.name.split(".")[0] in SOURCES:
+            prefix = f"[{SOURCES[record.name.split('.')[0]]}] "
         line = f"{self.formatTime(record)} {record.levelname} {prefix}{message}"
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
