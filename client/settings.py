@@ -306,6 +306,8 @@ class Settings(BaseSettings):
             raise ValueError("names no host:port")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query string or fragment")
+        if parts.path.rstrip("/").endswith("/v1/traces"):
+            raise ValueError("ends in /v1/traces, which is added to it; give the base URL")
         return value
 
     @field_validator("data_dir", "catalog_db", mode="before")

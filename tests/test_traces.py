@@ -215,6 +215,10 @@ async def test_a_collector_that_is_down_costs_spans_not_jobs(
         ("grpc://127.0.0.1:4317", "must start with http:// or https:// (OTLP over HTTP)"),
         ("http://:4318", "names no host:port"),
         ("http://127.0.0.1:99999", "has a port that is not 1 to 65535"),
+        (
+            "http://127.0.0.1:4318/v1/traces",
+            "ends in /v1/traces, which is added to it; give the base URL",
+        ),
     ],
 )
 def test_a_bad_endpoint_is_one_line_naming_it(value: str, reason: str, tmp_path: Path) -> None:
