@@ -170,7 +170,10 @@ async def test_a_fire_its_job_and_their_activities_are_one_trace(
 
 
 async def test_a_collector_that_is_down_costs_spans_not_jobs(
-    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
+    dev_env: WorkflowEnvironment,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Nothing listens at the endpoint: the job still runs, the worker stops in bounded time,
     and the exporter's complaint is lines, not tracebacks."""
@@ -187,6 +190,7 @@ async def test_a_collector_that_is_down_costs_spans_not_jobs(
         OTEL_BSP_SCHEDULE_DELAY="100",
         OTEL_EXPORTER_OTLP_TIMEOUT="2",  # the exporter's own settings apply
     )
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")  # the test's own exporter gives up soon
     client, tracing = traced_client(dev_env, settings, down)
     try:
         result = await client.execute_workflow(
