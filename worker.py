@@ -38,6 +38,7 @@ from workflows.session_input import SessionResolver
 from workflows.sync_products import SyncProductsWorkflow
 
 log = logging.getLogger("schedjobs.worker")
+
 # Heartbeats are sent at most this far apart (the SDK's default: 80% of the heartbeat timeout,
 # which would leave a heartbeating activity one second of slack against a 5 s timeout).
 HEARTBEAT_THROTTLE = timedelta(seconds=1)

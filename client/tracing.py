@@ -35,6 +35,7 @@ class Tracing:
     endpoint: str
     service: str
     interceptors: list[Any] = field(default_factory=list)
+    _stopped: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, default_service: str) -> Tracing | None:
@@ -67,7 +68,10 @@ class Tracing:
         return f"{scheme}://{rest.rpartition('@')[2]} as {self.service}"
 
     def shutdown(self) -> None:
-        """Send what is still batched (bounded), then stop the exporter."""
+        """Send what is still batched (bounded), then stop the exporter; once."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.provider.force_flush(FLUSH_TIMEOUT_MS)
         self.provider.shutdown()
 
