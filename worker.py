@@ -26,13 +26,18 @@ from activities.sessions import SessionActivities
 from activities.sync_products import SyncProductsActivities
 from client.connect import connect, exit_process
 from client.errors import ConfigError, exit_on_user_error
+from client.logs import core_logging, setup_logging
 from client.settings import Settings, load_settings
+from client.tracing import Tracing, process_tracing
 from workflows.echo import EchoJobWorkflow
 from workflows.fanout import FanOutPageWorkflow, FanOutWorkflow
 from workflows.notify import JobNotifier
+from workflows.outcomes import JobOutcomeLog
 from workflows.schedule import ScheduleWorkflow
 from workflows.session_input import SessionResolver
 from workflows.sync_products import SyncProductsWorkflow
+
+log = logging.getLogger("schedjobs.worker")
 
 # Heartbeats are sent at most this far apart (the SDK's default: 80% of the heartbeat timeout,
 # which would leave a heartbeating activity one second of slack against a 5 s timeout).
@@ -98,9 +103,15 @@ def activities_for(settings: Settings) -> list[Any]:
     ]
 
 
-def interceptors() -> list[Interceptor]:
-    """Outermost first: a job whose session fails still tells its schedule that it ended."""
-    return [JobNotifier(), SessionResolver()]
+def interceptors(client: Client | None = None, tracing: Tracing | None = None) -> list[Interceptor]:
+    """Outermost first: tracing (when on, and not already on `client`, whose worker
+    interceptors the SDK puts first), then every job's outcome line, then the job tells its
+    schedule it ended (also when its session fails)."""
+    ours: list[Interceptor] = [JobOutcomeLog(), JobNotifier(), SessionResolver()]
+    if tracing is None:
+        return ours
+    on_client = client.config().get("interceptors", []) if client is not None else []
+    return [i for i in tracing.interceptors if i not in on_client] + ours
 
 
 def tuning(settings: Settings) -> dict[str, Any]:
@@ -111,16 +122,19 @@ def tuning(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
+def build_worker(
+    client: Client, settings: Settings, *, tracing: Tracing | None = None, **kwargs: Any
+) -> Worker:
     """The one worker definition, used by `python worker.py` and by the tests (whose kwargs,
-    e.g. no workflow cache, win over the settings)."""
+    e.g. no workflow cache, win over the settings). `tracing`: OTEL_EXPORTER_OTLP_ENDPOINT's
+    interceptor (client/tracing.py); None: no spans."""
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=activities_for(settings),
         activity_executor=ThreadPoolExecutor(max_workers=16),
-        interceptors=interceptors(),
+        interceptors=interceptors(client, tracing),
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         workflow_runner=workflow_runner(settings),
@@ -128,20 +142,23 @@ def build_worker(client: Client, settings: Settings, **kwargs: Any) -> Worker:
     )
 
 
-def metrics_runtime(address: str | None) -> Runtime | None:
-    """METRICS_ADDRESS: an SDK runtime whose Prometheus exporter serves GET /metrics there, with
-    the SDK's metric names (`temporal_...`) and durations in seconds; None: no endpoint. The
-    exporter binds when the runtime is made, so a busy port stops the worker here, before it
-    connects."""
-    if address is None:
-        return None
-    prometheus = PrometheusConfig(
-        bind_address=address,
-        durations_as_seconds=True,
-        histogram_bucket_overrides={"schedjobs_fire_lateness": LATENESS_BUCKETS},
+def worker_runtime(settings: Settings) -> Runtime:
+    """The SDK runtime of the worker process: the SDK core's own log lines forwarded into our
+    log (client/logs.py), and, with METRICS_ADDRESS, a Prometheus exporter serving GET /metrics
+    there, with the SDK's metric names (`temporal_...`) and durations in seconds. The exporter
+    binds when the runtime is made, so a busy port stops the worker here, before it connects."""
+    address = settings.metrics_address
+    prometheus = (
+        None
+        if address is None
+        else PrometheusConfig(
+            bind_address=address,
+            durations_as_seconds=True,
+            histogram_bucket_overrides={"schedjobs_fire_lateness": LATENESS_BUCKETS},
+        )
     )
     try:
-        return Runtime(telemetry=TelemetryConfig(metrics=prometheus))
+        return Runtime(telemetry=TelemetryConfig(logging=core_logging(), metrics=prometheus))
     except ValueError as exc:  # the bridge: "Failed starting Prometheus exporter: <OS error>"
         reason = str(exc).removeprefix("Failed starting Prometheus exporter: ")
         raise ConfigError(
@@ -151,23 +168,23 @@ def metrics_runtime(address: str | None) -> Runtime | None:
 
 
 async def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is too much
     settings = load_settings()
-    runtime = metrics_runtime(settings.metrics_address)
+    setup_logging(settings.log_format)
+    runtime = worker_runtime(settings)
+    tracing = process_tracing(settings, service="schedjobs-worker")
     settings.database.prepare()  # migrated before anything polls; a bad URL is one line
     client = await connect(settings, runtime=runtime)
     grace = settings.graceful_shutdown
     # On SIGTERM (a deploy) or Ctrl-C, running activities get `grace` to finish here rather
     # than being cancelled and retried elsewhere.
-    worker = build_worker(client, settings, graceful_shutdown_timeout=grace)
+    worker = build_worker(client, settings, tracing=tracing, graceful_shutdown_timeout=grace)
     stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
         if stop.is_set():  # a second one: leave now; another worker retries what ran here
-            logging.warning("%s again: stopping without waiting for running activities", sig.name)
+            log.warning("%s again: stopping without waiting for running activities", sig.name)
             os._exit(1)
-        logging.info(
+        log.info(
             "%s: stopping; running activities get up to %ss to finish (again: stop at once)",
             sig.name,
             f"{grace.total_seconds():g}",
@@ -177,8 +194,9 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
-    logging.info(
-        "worker on %s, task queue %r, source %s, database %s, sync target %s, metrics %s",
+    log.info(
+        "worker on %s, task queue %r, source %s, database %s, sync target %s, metrics %s, "
+        "traces %s",
         settings.temporal_address,
         settings.temporal_task_queue,
         settings.dummyjson_base_url,
@@ -187,10 +205,15 @@ async def main() -> None:
         if settings.sync_products_target == "medusa"
         else "the built-in catalog",
         f"http://{settings.metrics_address}/metrics" if settings.metrics_address else "off",
+        tracing.shown if tracing else "off",
     )
-    async with worker:
-        await stop.wait()
-    logging.info("worker stopped")
+    try:
+        async with worker:
+            await stop.wait()
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # the spans still batched are sent before the process ends
+    log.info("worker stopped")
 
 
 def cli() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
 from pydantic import (
@@ -128,6 +129,15 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_tasks: int | None = Field(None, ge=2, le=10_000)
     # `fast`: workflow modules imported once per worker; `strict`: once per run (worker.py).
     workflow_sandbox: Literal["fast", "strict"] = "fast"
+    # The worker's log on stderr (client/logs.py): `text`, one line per event for people; `json`,
+    # one object per line (time, level, logger, message, workflow_id, run_id, workflow_type,
+    # activity_type, attempt, error, traceback) for a log collector.
+    log_format: Literal["text", "json"] = "text"
+    # Traces (client/tracing.py): the OpenTelemetry collector's OTLP/HTTP base URL, the standard
+    # variable (spans go to <it>/v1/traces); unset: no tracing. OTEL_SERVICE_NAME names the
+    # process in the traces (default: schedjobs-worker for the worker, schedjobs for the CLI).
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
 
     @property
     def graceful_shutdown(self) -> timedelta:
@@ -260,6 +270,44 @@ class Settings(BaseSettings):
         except ValueError:
             reason = f"host {host!r} is not an IP address (names are not resolved)"
             raise ValueError(reason) from None
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        """Any case; empty (compose's unset variable) is the default."""
+        if isinstance(value, str):
+            return value.strip().lower() or "text"
+        return value
+
+    @field_validator("otel_exporter_otlp_endpoint", "otel_service_name", mode="before")
+    @classmethod
+    def _otel_unset(cls, value: object) -> object:
+        """Empty (compose's unset variable) is unset, as the OpenTelemetry SDK reads it."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str | None) -> str | None:
+        """Checked now: the exporter would only fail at its first export, in the background.
+        A reachable collector is not checked: one that is down costs spans, not the worker."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https:// (OTLP over HTTP)")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError("has a port that is not 1 to 65535") from None
+        if not parts.hostname or port == 0:
+            raise ValueError("names no host:port")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query string or fragment")
+        if parts.path.rstrip("/").endswith("/v1/traces"):
+            raise ValueError("ends in /v1/traces, which is added to it; give the base URL")
         return value
 
     @field_validator("data_dir", "catalog_db", mode="before")
@@ -432,6 +480,9 @@ _FIXES = {
     "worker_max_cached_workflows": "a whole number from 0 to 1000000",
     "worker_max_concurrent_workflow_tasks": "a whole number from 2 to 10000",
     "workflow_sandbox": "fast or strict",
+    "log_format": "text (for people) or json (one object per line)",
+    "otel_exporter_otlp_endpoint": "your collector's OTLP/HTTP address, like "
+    "http://127.0.0.1:4318, or unset it (no traces)",
     "connections_key": "the output of `python -c 'from cryptography.fernet import Fernet; "
     "print(Fernet.generate_key().decode())'`",
 }

@@ -160,18 +160,7 @@ class SyncProductsWorkflow:
             r.status = "failed"
         r.duration_s = round((workflow.now() - started).total_seconds(), 3)
         self._publish()
-        workflow.logger.info(
-            "sync-products %s%s: fetched %d, created %d, updated %d, unchanged %d, removed %d, "
-            "failed %d",
-            r.status,
-            " (dry run)" if r.dry_run else "",
-            r.fetched,
-            r.created,
-            r.updated,
-            r.unchanged,
-            r.removed,
-            r.failed,
-        )
+        # Its outcome line (status, reason, counts) is logged by workflows/outcomes.py.
         if (
             r.status == "failed"
             and not self._permanent
