@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 
@@ -27,6 +28,16 @@ def exit_on_user_error(main: Callable[[], Any]) -> Any:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def program_name(module: str) -> str:
+    """The command as the user typed it, for usage lines: `schedjobs` (the installed script),
+    `starter.py`, or `python -m <module>` when run as a module."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == module:
+        return f"python -m {module}"
+    return Path(sys.argv[0]).name or module
 
 
 class OneLineParser(argparse.ArgumentParser):
