@@ -443,7 +443,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
-        err_console.print(f"see it at {where_to_see(settings, handle.id)}", highlight=False)
+        print(f"see it at {where_to_see(settings, handle.id)}", file=sys.stderr)  # one line
         console.print(report_table(result))
     return 0 if result.status == "completed" else 1
 

@@ -32,7 +32,7 @@ import httpx
 from activities.connections import ConnectionStore, NewConnection
 from client.codec import Keyring
 from client.connect import connect, exit_process, worker_polling
-from client.errors import OneLineParser, UserError, exit_on_user_error, port
+from client.errors import OneLineParser, UserError, exit_on_user_error, port, program_name
 from client.loops import start_schedules
 from client.schedules_file import DEFAULT_FILE, load_schedules
 from client.settings import Settings, load_settings
@@ -330,8 +330,8 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             f"  connections       {_connections_line(settings)}\n"
             f"  task queue        {settings.temporal_task_queue}\n"
             f"  worker metrics    {_metrics_line(settings)}\n"
-            + "".join(f"{line}\n" for line in banner_hints(_banner_connection(settings)))
             + _exports(settings, own_server)
+            + "".join(f"{line}\n" for line in banner_hints(_banner_connection(settings)))
             + "\nready; Ctrl-C stops everything this started.\n",
             flush=True,
         )
@@ -446,7 +446,7 @@ def _default_signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m devtools.devstack", description=__doc__)
+    p = OneLineParser(prog=program_name("devtools.devstack"), description=__doc__)
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="schedules file")
     p.add_argument("--port", type=port, default=7233, help="dev server gRPC port")
     p.add_argument("--ui-port", type=port, default=8233, help="Web UI port")
