@@ -209,7 +209,7 @@ async def follow_sync(handle: WorkflowHandle[Any, Any], *, dry_run: bool) -> Syn
 def report_table(r: SyncReport) -> Table:
     """Every count of the report, one per row, under a title that fits on one line."""
     title = f"sync-products: {r.status}{' (dry run)' if r.dry_run else ''}"
-    table = Table(title=title, min_width=len(title) + 4)
+    table = Table(title=title, min_width=len(title) + 4, show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
     if r.connection_id:
@@ -585,8 +585,8 @@ def _print_view(wf_id: str, view: ScheduleView, checked: dict[str, JobResult]) -
     console.print(recent)
     if st.job_errors:
         failed = Table(title=f"failed jobs (the last {len(st.job_errors)} of {st.job_failures})")
-        failed.add_column("job")
-        failed.add_column("why")
+        failed.add_column("job", no_wrap=True)
+        failed.add_column("why", overflow="fold")
         for child_id, why in st.job_errors.items():
             failed.add_row(child_id, escape(why))
         console.print(failed)

@@ -96,7 +96,8 @@ def fire_outcome(
     record: FireRecord, state: ScheduleState, checked: Mapping[str, JobResult] | None = None
 ) -> str:
     """A fire's outcome now: for one that started jobs, whether they still run, failed or
-    completed (`failed: 1 of 3`); else what the loop recorded (skipped, failed, buffered)."""
+    completed (`failed 1/3`: one of its three jobs failed); else what the loop recorded
+    (skipped, failed, buffered)."""
     if record.outcome != "started":
         return record.outcome + (f" ({record.error})" if record.error else "")
     results = list(job_results(record, state, checked).values())
@@ -107,8 +108,8 @@ def fire_outcome(
     if n == 0:
         return "started"
     if running:
-        head = f"running: {running} of {n}" if n > 1 else "running"
+        head = f"running {running}/{n}" if n > 1 else "running"
         return head + (f", {failed} failed" if failed else "") + jobs
     if failed:
-        return (f"failed: {failed} of {n}" if n > 1 else "failed") + jobs
+        return (f"failed {failed}/{n}" if n > 1 else "failed") + jobs
     return ("ended" if unknown else "completed") + jobs

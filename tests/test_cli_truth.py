@@ -141,7 +141,7 @@ def test_an_older_fire_whose_failure_the_loop_no_longer_lists_is_not_called_comp
     )
     assert unsure_jobs(state) == ["s/1/a", "s/1/b"]
     assert fire_outcome(old, state) == "ended"
-    assert fire_outcome(old, state, {"s/1/a": "completed", "s/1/b": "failed"}) == "failed: 1 of 2"
+    assert fire_outcome(old, state, {"s/1/a": "completed", "s/1/b": "failed"}) == "failed 1/2"
     assert fire_outcome(old, state, {"s/1/a": "completed", "s/1/b": "completed"}) == "completed"
     state.job_errors = {}
     assert unsure_jobs(state) == [] and fire_outcome(old, state) == "completed"
