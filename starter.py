@@ -570,19 +570,10 @@ def _print_view(wf_id: str, view: ScheduleView, checked: dict[str, JobResult]) -
     ):
         head.add_row(f"[bold]{key}", value)
     console.print(head)
-    recent = Table(title="last fires")
-    recent.add_column("scheduled", no_wrap=True)
-    recent.add_column("late", justify="right")
-    recent.add_column("outcome")
-    recent.add_column("jobs", overflow="fold")
-    for r in st.recent:
-        recent.add_row(
-            utc_and_local(r.scheduled, tz).replace("  ", "\n"),
-            lateness(r.actual - r.scheduled),
-            escape(fire_outcome(r, st, checked)),
-            job_ids(r.children),
-        )
-    console.print(recent)
+    if st.recent:
+        console.print(_recent_table(view, checked))
+    else:
+        console.print("last fires: none yet")
     if st.job_errors:
         failed = Table(title=f"failed jobs (the last {len(st.job_errors)} of {st.job_failures})")
         failed.add_column("job", no_wrap=True)
@@ -590,6 +581,25 @@ def _print_view(wf_id: str, view: ScheduleView, checked: dict[str, JobResult]) -
         for child_id, why in st.job_errors.items():
             failed.add_row(child_id, escape(why))
         console.print(failed)
+
+
+def _recent_table(view: ScheduleView, checked: dict[str, JobResult]) -> Table:
+    st, tz = view.state, view.spec.timezone
+    keyed = any(job_ids(r.children) != "\n".join(r.children) for r in st.recent)
+    how = f"a job's id: {view.spec.name}/<fire time, like 20270101T090000Z>/<key>"
+    recent = Table(title="last fires", caption=how if keyed else None)
+    recent.add_column("scheduled", no_wrap=True)
+    recent.add_column("late", justify="right")
+    recent.add_column("outcome")
+    recent.add_column("jobs")
+    for r in st.recent:
+        recent.add_row(
+            utc_and_local(r.scheduled, tz).replace("  ", "\n"),
+            lateness(r.actual - r.scheduled),
+            escape(fire_outcome(r, st, checked)),
+            job_ids(r.children),
+        )
+    return recent
 
 
 async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:

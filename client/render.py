@@ -48,14 +48,13 @@ def status_text(paused: bool, note: str | None) -> str:
 
 
 def job_ids(children: list[str]) -> str:
-    """A fire's job ids, their shared `<name>/<fire>/` said once: they differ by key."""
-    if len(children) < 2:
-        return "\n".join(children)
-    shared = os.path.commonprefix(children)
+    """A fire's jobs: their keys when they share `<name>/<fire>/` (that part is the row's), else
+    their ids."""
+    shared = os.path.commonprefix(children) if len(children) > 1 else ""
     shared = shared[: shared.rfind("/") + 1]
     if not shared:
         return "\n".join(children)
-    return "\n".join([shared, *(f"  {c.removeprefix(shared)}" for c in children)])
+    return ", ".join(c.removeprefix(shared) for c in children)
 
 
 def unsure_jobs(state: ScheduleState) -> list[str]:
