@@ -31,13 +31,12 @@ def exit_on_user_error(main: Callable[[], Any]) -> Any:
 
 
 def program_name(module: str) -> str:
-    """The command as the user typed it, for usage lines: `schedjobs` (the installed script),
-    `starter.py`, or `python -m <module>` when run as a module."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is not None and spec.name == module:
+    """The command as the user typed it, for usage lines: the installed script (`schedjobs`),
+    the file (`starter.py`), or `python -m <module>` for a module inside a package (run so)."""
+    name = Path(sys.argv[0]).name
+    if not name or (name.endswith(".py") and "." in module):
         return f"python -m {module}"
-    return Path(sys.argv[0]).name or module
+    return name
 
 
 class OneLineParser(argparse.ArgumentParser):
