@@ -61,8 +61,17 @@ from activities.db import SQLITE_FIX
 from client.connect import ServerUnavailable, connect, exit_process, worker_polling
 from client.ductape import DuctapeJob
 from client.ductape import schedule as schedule_job
-from client.errors import ConfigError, OneLineParser, exit_on_user_error
+from client.errors import ConfigError, OneLineParser, exit_on_user_error, program_name
 from client.loops import control, query_view, schedule_id, start_schedules, status_of
+from client.render import (
+    JobResult,
+    fire_outcome,
+    job_ids,
+    lateness,
+    status_text,
+    unsure_jobs,
+    utc_and_local,
+)
 from client.schedules_file import (
     DEFAULT_FILE,
     MAX_DEPTH,
@@ -77,6 +86,7 @@ from client.schedules_file import (
     sync_products_args,
 )
 from client.settings import Settings, load_settings
+from client.stack import NOTE, run_url, running_source, ui_url, use_running_stack
 from jobs.registry import JOBS
 from jobs.sessions import issue_token
 from jobs.sync_products import SyncProductsInput, SyncReport
@@ -84,7 +94,7 @@ from scheduling.cron import parse_cron
 from scheduling.plan import Timing
 from scheduling.spec import EARLIEST, LATEST, NAME_PATTERN, describe_spec
 from scheduling.types import parse_duration, parse_timezone
-from workflows.models import PauseRequest, ScheduleSummary
+from workflows.models import PauseRequest, ScheduleSummary, ScheduleView
 from workflows.schedule import ScheduleWorkflow
 from workflows.sync_products import SyncProductsWorkflow
 
@@ -102,7 +112,8 @@ class ScheduleRow(BaseModel):
     """One line of `list` (and one object of `list --json`)."""
 
     name: str
-    status: str
+    status: str  # running, paused, completed: <why>, not started, ...
+    note: str | None = None  # a paused schedule's note
     spec: str | None = None
     next_fire: datetime | None = None
     fires: int | None = None
@@ -131,6 +142,8 @@ async def list_schedules(
                 row.status = "running (no worker answered)"
             else:
                 row.spec = describe_spec(view.spec)
+                row.status = "paused" if view.state.paused else "running"
+                row.note = view.state.note if view.state.paused else None
                 row.next_fire = view.next_fires[0] if view.next_fires else None
                 row.fires = view.state.fires
         elif status == WorkflowExecutionStatus.COMPLETED:
@@ -194,11 +207,21 @@ async def follow_sync(handle: WorkflowHandle[Any, Any], *, dry_run: bool) -> Syn
 
 
 def report_table(r: SyncReport) -> Table:
-    table = Table(title=f"sync-products: {r.status}{' (dry run)' if r.dry_run else ''}")
+    """Every count of the report, one per row, under a title that fits on one line."""
+    title = f"sync-products: {r.status}{' (dry run)' if r.dry_run else ''}"
+    table = Table(title=title, min_width=len(title) + 4, show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
-    for key in ("fetched", "created", "updated", "unchanged", "failed", "batches", "duration_s"):
-        table.add_row(key, str(getattr(r, key)))
+    if r.connection_id:
+        table.add_row("connection", r.connection_id)
+    verb = "would be " if r.dry_run else ""
+    for key in ("fetched", "total", "created", "updated", "unchanged", "removed", "failed"):
+        table.add_row(
+            f"{verb}{key}" if key in ("created", "updated", "removed") else key,
+            str(getattr(r, key)),
+        )
+    table.add_row("batches", f"{r.batches_done} of {r.batches}")
+    table.add_row("duration", f"{r.duration_s:.1f}s")
     for b in r.failed_batches:
         table.add_row("failed batch", f"offset {b.offset}: {b.error}")
     for p in r.failed_products:
@@ -213,7 +236,19 @@ def report_table(r: SyncReport) -> Table:
 
 
 async def _client(settings: Settings, *, need_worker: bool) -> Client:
-    client = await connect(settings)
+    """Connected, to the server the settings name, else to the one `make run` started."""
+    note = use_running_stack(settings)
+    if note is not None:  # one short line, on stderr: --json output stays clean
+        where = settings.temporal_address
+        print(f"using Temporal at {where}, which `make run` started", file=sys.stderr)
+    try:
+        client = await connect(settings)
+    except ServerUnavailable as exc:
+        if note is None:
+            raise
+        raise ServerUnavailable(
+            f"{exc}; the address came from {settings.data_dir / NOTE}"
+        ) from None
     if need_worker and not await worker_polling(client, settings.temporal_task_queue):
         raise ServerUnavailable(
             f"no worker is polling task queue {settings.temporal_task_queue!r} "
@@ -251,14 +286,14 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     table = Table(title=f"schedules on {settings.temporal_address}")
     for col in ("name", "spec", "next fire", "fires", "status"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "next fire"))
     for row in rows:
         table.add_row(
             row.name,
             row.spec or "",
             f"{row.next_fire:%Y-%m-%d %H:%M:%SZ}" if row.next_fire else "",
             "" if row.fires is None else str(row.fires),
-            row.status,
+            escape(status_text(True, row.note)) if row.status == "paused" else row.status,
         )
     console.print(table)
     return 0
@@ -328,8 +363,6 @@ def _job_args(args: argparse.Namespace, given: dict[str, Any]) -> dict[str, Any]
 def _worker_source(settings: Settings) -> str:
     """The source the worker that runs the job reads: `make run`'s (it leaves a note in
     DATA_DIR while it runs), else DUMMYJSON_BASE_URL as this process has it."""
-    from devtools.devstack import running_source
-
     return running_source(settings.data_dir, settings.temporal_task_queue) or (
         settings.dummyjson_base_url
     )
@@ -348,11 +381,21 @@ async def _wants_a_key(source: str) -> bool:
     return response.status_code in (401, 403)
 
 
-def _print_result(result: Any, *, name: str, wf_id: str, as_json: bool) -> None:
+def where_to_see(settings: Settings, wf_id: str) -> str:
+    """A run's page in the Web UI, or, for a server whose UI we do not know, its id."""
+    ui = ui_url(settings)
+    if ui is None:
+        return (
+            f"workflow {wf_id} (in your server's Web UI, namespace {settings.temporal_namespace})"
+        )
+    return run_url(ui, settings.temporal_namespace, wf_id)
+
+
+def _print_result(result: Any, *, name: str, where: str, as_json: bool) -> None:
     dumped = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     text = json.dumps(dumped, indent=2, default=str)
     if not as_json:
-        print(f"{name}: completed (workflow {wf_id}, see it in the Web UI)", file=sys.stderr)
+        print(f"{name}: completed; see it at {where}", file=sys.stderr)
     print(text)
 
 
@@ -393,12 +436,14 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {handle.id} failed: {why.splitlines()[0]}", file=sys.stderr)
         return 1
     if not isinstance(result, SyncReport):
-        _print_result(result, name=args.job, wf_id=handle.id, as_json=args.json)
+        _print_result(
+            result, name=args.job, where=where_to_see(settings, handle.id), as_json=args.json
+        )
         return 0
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
-        err_console.print(f"workflow {handle.id} (see it in the Web UI)")
+        print(f"see it at {where_to_see(settings, handle.id)}", file=sys.stderr)  # one line
         console.print(report_table(result))
     return 0 if result.status == "completed" else 1
 
@@ -467,50 +512,94 @@ async def cmd_describe(args: argparse.Namespace, settings: Settings) -> int:
     if view is None:
         await _running(client, args.name)  # raises the one-line error
         return 2
+    checked = await _check_jobs(client, unsure_jobs(view.state))
     if args.json:
         shown = view.model_dump(mode="json")
         if shown["spec"].get("session"):  # a session token is a credential: never printed
             shown["spec"]["session"]["token"] = "(hidden)"
+        for fire, record in zip(shown["state"]["recent"], view.state.recent, strict=True):
+            fire["result"] = fire_outcome(record, view.state, checked)
         print(json.dumps(shown, indent=2))
         return 0
-    st = view.state
+    _print_view(handle.id, view, checked)
+    return 0
+
+
+MAX_CHECKED = 100  # jobs of the last fires asked about one by one, at most
+
+
+async def _check_jobs(client: Client, ids: list[str]) -> dict[str, JobResult]:
+    """How jobs the loop's state cannot tell apart ended, from the server: completed, or not."""
+
+    async def one(child: str) -> tuple[str, JobResult | None]:
+        status = await status_of(client.get_workflow_handle(child))
+        if status is None:
+            return child, None
+        if status == WorkflowExecutionStatus.RUNNING:
+            return child, "running"
+        return child, "completed" if status == WorkflowExecutionStatus.COMPLETED else "failed"
+
+    found = await asyncio.gather(*(one(i) for i in ids[:MAX_CHECKED]))
+    return {child: result for child, result in found if result is not None}
+
+
+def _print_view(wf_id: str, view: ScheduleView, checked: dict[str, JobResult]) -> None:
+    """`describe`: the counts first, each beside the list it counts."""
+    st, tz = view.state, view.spec.timezone
+    failed_jobs = f"{st.job_failures}" + (
+        f" (the last {len(st.job_errors)} below)" if st.job_failures > len(st.job_errors) else ""
+    )
     head = Table.grid(padding=(0, 2))
     for key, value in (
-        ("schedule", f"{handle.id} runs `{view.spec.job}`"),
+        ("schedule", f"{wf_id} runs `{view.spec.job}`"),
         ("spec", describe_spec(view.spec)),
-        ("state", f"paused: {st.note or 'no note'}" if st.paused else "active"),
+        ("state", escape(status_text(st.paused, st.note)) if st.paused else "active"),
         (
             "fires",
             f"{st.fires}" + (f" ({view.remaining} left)" if view.remaining is not None else ""),
         ),
         ("triggered", str(st.triggered)),
-        ("failed", str(st.failed)),
+        ("running jobs", str(len(st.running))),
+        ("failed jobs", failed_jobs),
+        (
+            "failed fires",
+            f"{st.failed} (the expansion failed: no job started)" if st.failed else "0",
+        ),
         ("skipped", ", ".join(f"{k}: {v}" for k, v in st.skipped.items()) or "none"),
-        ("next fires", "\n".join(f"{t:%Y-%m-%d %H:%M:%SZ}" for t in view.next_fires) or "none"),
+        ("next fires", "\n".join(utc_and_local(t, tz) for t in view.next_fires) or "none"),
     ):
         head.add_row(f"[bold]{key}", value)
     console.print(head)
-    recent = Table(title="last fires")
-    for col in ("scheduled", "actual", "outcome", "children"):
-        recent.add_column(col)
+    if st.recent:
+        console.print(_recent_table(view, checked))
+    else:
+        console.print("last fires: none yet")
+    if st.job_errors:
+        failed = Table(title=f"failed jobs (the last {len(st.job_errors)} of {st.job_failures})")
+        failed.add_column("job", no_wrap=True)
+        failed.add_column("why", overflow="fold")
+        for child_id, why in st.job_errors.items():
+            failed.add_row(child_id, escape(why))
+        console.print(failed)
+
+
+def _recent_table(view: ScheduleView, checked: dict[str, JobResult]) -> Table:
+    st, tz = view.state, view.spec.timezone
+    keyed = any(job_ids(r.children) != "\n".join(r.children) for r in st.recent)
+    how = f"a job's id: {view.spec.name}/<fire time, like 20270101T090000Z>/<key>"
+    recent = Table(title="last fires", caption=how if keyed else None)
+    recent.add_column("scheduled", no_wrap=True)
+    recent.add_column("late", justify="right")
+    recent.add_column("outcome")
+    recent.add_column("jobs")
     for r in st.recent:
         recent.add_row(
-            f"{r.scheduled:%Y-%m-%d %H:%M:%SZ}",
-            f"{r.actual:%Y-%m-%d %H:%M:%SZ}",
-            r.outcome
-            + (f" ({r.jobs} jobs)" if r.jobs and r.jobs > len(r.children) else "")
-            + (f" ({r.error})" if r.error else ""),
-            "\n".join(r.children),
+            utc_and_local(r.scheduled, tz).replace("  ", "\n"),
+            lateness(r.actual - r.scheduled),
+            escape(fire_outcome(r, st, checked)),
+            job_ids(r.children),
         )
-    console.print(recent)
-    if st.job_errors:
-        failed = Table(title="failed jobs (latest)")
-        failed.add_column("job")
-        failed.add_column("why")
-        for child_id, why in st.job_errors.items():
-            failed.add_row(child_id, why)
-        console.print(failed)
-    return 0
+    return recent
 
 
 async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
@@ -529,10 +618,13 @@ async def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     timing = Timing.build(
         cron=args.cron, every=args.every, timezone=args.tz, anchor=anchor or datetime.now(UTC)
     )
-    times = [f"{t:%Y-%m-%dT%H:%M:%SZ}" for t in timing.upcoming(after, args.count)]
-    if not times:  # as `start` refuses it: a schedule that would never fire
+    upcoming = list(timing.upcoming(after, args.count))
+    if not upcoming:  # as `start` refuses it: a schedule that would never fire
         raise ConfigError(f"--cron: {args.cron!r} can never fire; fix it or add --every")
-    print(json.dumps(times) if args.json else "\n".join(times))
+    if args.json:
+        print(json.dumps([f"{t:%Y-%m-%dT%H:%M:%SZ}" for t in upcoming]))
+    else:  # the zone's wall-clock time beside each
+        print("\n".join(utc_and_local(t, args.tz, iso=True) for t in upcoming))
     return 0
 
 
@@ -885,7 +977,7 @@ async def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = OneLineParser(prog="starter.py", description="Scheduled jobs on Temporal.")
+    p = OneLineParser(prog=program_name("starter"), description="Scheduled jobs on Temporal.")
     sub = p.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="validate the schedules file, then start its loops")
     start.add_argument("--file", type=Path, default=DEFAULT_FILE)

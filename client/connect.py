@@ -74,7 +74,8 @@ def _unavailable(target: TemporalTarget, exc: BaseException) -> UserError:
     secured = " (with TLS)" if target.secured else ""
     return ServerUnavailable(
         f"no Temporal server at {target.address}{secured} (namespace {target.namespace!r}): "
-        f"start one with `make run` or set TEMPORAL_ADDRESS ({type(exc).__name__})"
+        "start one with `make run`, or point at yours with TEMPORAL_ADDRESS=host:port "
+        "(or TEMPORAL_PROFILE)"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 
@@ -27,6 +28,15 @@ def exit_on_user_error(main: Callable[[], Any]) -> Any:
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def program_name(module: str) -> str:
+    """The command as the user typed it, for usage lines: the installed script (`schedjobs`),
+    the file (`starter.py`), or `python -m <module>` for a module inside a package (run so)."""
+    name = Path(sys.argv[0]).name
+    if not name or (name.endswith(".py") and "." in module):
+        return f"python -m {module}"
+    return name
 
 
 class OneLineParser(argparse.ArgumentParser):

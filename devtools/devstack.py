@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -32,10 +32,12 @@ import httpx
 from activities.connections import ConnectionStore, NewConnection
 from client.codec import Keyring
 from client.connect import connect, exit_process, worker_polling
-from client.errors import OneLineParser, UserError, exit_on_user_error, port
+from client.errors import OneLineParser, UserError, exit_on_user_error, port, program_name
 from client.loops import start_schedules
 from client.schedules_file import DEFAULT_FILE, load_schedules
 from client.settings import Settings, load_settings
+from client.stack import StackNote, write_note
+from client.temporal_profile import DEFAULT_ADDRESS
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]  # the project: worker.py, schedules.toml
@@ -294,7 +296,15 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             mirror_admin = f"  mirror admin      curl -H '{header}' {base}/__mirror/faults\n"
         worker = stack.spawn("worker", [sys.executable, str(ROOT / "worker.py")], env, log=False)
         source = env.get("DUMMYJSON_BASE_URL", settings.dummyjson_base_url)
-        note = record_source(settings.data_dir, source, settings.temporal_task_queue)
+        own_server = ui_url is not None  # the dev server this run started: the CLI may use it
+        note = record_source(
+            settings.data_dir,
+            source,
+            settings.temporal_task_queue,
+            temporal_address=settings.temporal_address if own_server else None,
+            namespace=settings.temporal_namespace if own_server else None,
+            ui_url=ui_url,
+        )
 
         async def start() -> list[str]:
             client = await connect(settings)
@@ -317,9 +327,10 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             f"  payloads          {_payloads_line(keyring, codec_url)}\n"
             f"{mirror_admin}"
             f"  sync target       {_target_line(settings)}\n"
-            f"  connections       {len(keys)}: .venv/bin/python starter.py connections list\n"
+            f"  connections       {_connections_line(settings)}\n"
             f"  task queue        {settings.temporal_task_queue}\n"
             f"  worker metrics    {_metrics_line(settings)}\n"
+            + _exports(settings, own_server)
             + "".join(f"{line}\n" for line in banner_hints(_banner_connection(settings)))
             + "\nready; Ctrl-C stops everything this started.\n",
             flush=True,
@@ -355,34 +366,56 @@ def _banner_connection(settings: Settings) -> str | None:
     return "acme" if "acme" in active else next(iter(active), None)
 
 
-# While `make run` runs, DATA_DIR holds this note: the source its worker reads. `starter.py run`
-# in another terminal (without the stack's DUMMYJSON_BASE_URL) reads it to check, before it
-# starts a sync, whether that source wants a connection's key.
-SOURCE_NOTE = "devstack.json"
+def record_source(
+    data_dir: Path,
+    source: str,
+    task_queue: str,
+    *,
+    temporal_address: str | None = None,
+    namespace: str | None = None,
+    ui_url: str | None = None,
+) -> Path:
+    """While `make run` runs, DATA_DIR holds this note (client/stack.py): the source its worker
+    reads and, when it started the dev server, that server and its UI, so `starter.py` in
+    another terminal finds them without TEMPORAL_ADDRESS."""
+    note = StackNote(
+        pid=os.getpid(),
+        source=source,
+        task_queue=task_queue,
+        temporal_address=temporal_address,
+        namespace=namespace,
+        ui_url=ui_url,
+    )
+    return write_note(data_dir, note)
 
 
-def record_source(data_dir: Path, source: str, task_queue: str) -> Path:
-    path = data_dir / SOURCE_NOTE
-    path.write_text(json.dumps({"pid": os.getpid(), "source": source, "task_queue": task_queue}))
-    return path
+def export_lines(settings: Settings, temporal_address: str) -> list[str]:
+    """What another shell needs to reach this stack when `starter.py` cannot find it alone:
+    another server than the default (a CLI run elsewhere, or a tool that does not read the
+    note), and DATA_DIR when it is not the default (the note, the keys and the catalog live
+    there)."""
+    lines = []
+    if temporal_address not in (DEFAULT_ADDRESS, "127.0.0.1:7233"):
+        lines.append(f"export TEMPORAL_ADDRESS={temporal_address}")
+    if "DATA_DIR" in os.environ:
+        lines.append(f"export DATA_DIR={shlex.quote(str(settings.data_dir.resolve()))}")
+    return lines
 
 
-def running_source(data_dir: Path, task_queue: str) -> str | None:
-    """The source of a running `make run`'s worker on `task_queue`, if there is one."""
-    try:
-        note = json.loads((data_dir / SOURCE_NOTE).read_text())
-        pid, source, queue = int(note["pid"]), str(note["source"]), note["task_queue"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if queue != task_queue:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None  # left behind by a stack that was killed
-    except PermissionError:
-        pass
-    return source
+def _exports(settings: Settings, own_server: bool) -> str:
+    lines = export_lines(settings, settings.temporal_address) if own_server else []
+    if not lines:
+        return ""
+    head = "  another shell     "
+    return "".join(f"{head if i == 0 else ' ' * len(head)}{line}\n" for i, line in enumerate(lines))
+
+
+def _connections_line(settings: Settings) -> str:
+    """Enabled connections (what a fire runs for), and how many are disabled."""
+    every = ConnectionStore(settings.database, settings.connections_secret()).list()
+    enabled = sum(1 for c in every if c.active)
+    disabled = f" ({len(every) - enabled} disabled)" if enabled < len(every) else ""
+    return f"{enabled} enabled{disabled}: .venv/bin/python starter.py connections list"
 
 
 def _target_line(settings: Settings) -> str:
@@ -413,7 +446,7 @@ def _default_signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = OneLineParser(prog="python -m devtools.devstack", description=__doc__)
+    p = OneLineParser(prog=program_name("devtools.devstack"), description=__doc__)
     p.add_argument("--file", type=Path, default=DEFAULT_FILE, help="schedules file")
     p.add_argument("--port", type=port, default=7233, help="dev server gRPC port")
     p.add_argument("--ui-port", type=port, default=8233, help="Web UI port")

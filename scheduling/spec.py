@@ -18,7 +18,14 @@ from pydantic import (
     model_validator,
 )
 
-from scheduling.types import CronText, Duration, TimeZone, parse_duration, parse_timezone
+from scheduling.types import (
+    CronText,
+    Duration,
+    TimeZone,
+    parse_duration,
+    parse_timezone,
+    shown_duration,
+)
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 KEY_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # a child's key: the last part of its workflow id
@@ -113,9 +120,10 @@ class ScheduleSpec(BaseModel):
 
 def describe_spec(spec: ScheduleSpec) -> str:
     """One line for tables and the Web UI: `cron */2 * * * * [UTC] limit 3`."""
-    parts = [f"cron {spec.cron}" if spec.cron else f"every {spec.every}"]
-    if spec.cron and spec.every is not None:
-        parts.append(f"(fallback every {spec.every})")
+    every = None if spec.every is None else shown_duration(spec.every)
+    parts = [f"cron {spec.cron}" if spec.cron else f"every {every}"]
+    if spec.cron and every is not None:
+        parts.append(f"(fallback every {every})")
     if spec.after_completion:
         parts.append("after completion")
     parts.append(f"[{spec.timezone}]")

@@ -2,7 +2,8 @@
 
 Each is one Annotated type, so the schedules file, a Ductape job, a control Update and the settings
 check them the same way, with the same one-line message. Values keep the form the user wrote
-(`"5m"`, `300000`), which is what `describe` shows; `parse_*` turns them into what the maths uses.
+(`"5m"`, `300000`); `parse_*` turns them into what the maths uses, `shown_duration` into what a
+person reads.
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def _duration_of(value: str | int | float | timedelta) -> timedelta:
         f"{value!r} is not a duration; use 30s, 5m, 2h, 1d (or combined, 1h30m) "
         "or a number of milliseconds"
     )
+
+
+def shown_duration(value: str | int | timedelta) -> str:
+    """A duration as a person reads it: as written when it has units (`90m`), else (a number of
+    milliseconds, Ductape's `every`) in the largest units that add up to it: 3600000 is `1h`."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        return value
+    left = parse_duration(value)
+    parts = []
+    for unit in ("d", "h", "m", "s", "ms"):
+        n, left = divmod(left, _UNITS[unit])
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts) or "0s"
 
 
 def _cron(value: str) -> str:

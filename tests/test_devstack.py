@@ -75,6 +75,25 @@ def _list_row(env: dict[str, str], port: int) -> dict[str, object]:
     return row
 
 
+def assert_the_cli_finds_the_stack(banner: str, env: dict[str, str], port: int) -> None:
+    """On other ports than the default: the banner says how another shell reaches the stack,
+    and `starter.py` in it (TEMPORAL_ADDRESS unset) finds it alone and says so."""
+    assert f"export TEMPORAL_ADDRESS=127.0.0.1:{port}" in banner
+    assert "connections       3 enabled:" in banner
+    assert "TEMPORAL_ADDRESS" not in env
+    run = subprocess.run(
+        [sys.executable, "starter.py", "list", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == f"using Temporal at 127.0.0.1:{port}, which `make run` started\n"
+    assert "sync-products" in [r["name"] for r in json.loads(run.stdout)]
+
+
 def assert_private(data_dir: Path) -> None:
     """The data directory and what holds histories, keys and the catalog: the owner's only."""
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
@@ -123,6 +142,7 @@ def test_make_run_fills_the_catalog_stops_cleanly_and_resumes(
         assert_private(Path(env["DATA_DIR"]))
         assert_no_secret_in_argv(stack.proc.pid)
         assert_ui_decodes_through_the_codec_server(ports[1], ports[4])
+        assert_the_cli_finds_the_stack(banner, env, ports[0])
     finally:
         out = stack.stop()
     assert "stopped temporal" in out and "stopped worker" in out and "stopped mirror" in out
@@ -132,9 +152,12 @@ def test_make_run_fills_the_catalog_stops_cleanly_and_resumes(
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))
 
+    disable = [sys.executable, "starter.py", "connections", "disable", "globex"]
+    subprocess.run(disable, cwd=ROOT, env=env, check=True, capture_output=True, timeout=60)
     stack = Stack(env, ports)
     try:
         banner = stack.read_until("ready;")
+        assert "connections       2 enabled (1 disabled):" in banner
         assert "sync-products: already running" in banner  # same loop, no duplicate
         row = schedule_row(env, ports[0])
         assert isinstance(row["fires"], int) and row["fires"] >= fires_before  # no lost counts
