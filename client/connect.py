@@ -20,6 +20,7 @@ from client.codec import data_converter
 from client.errors import ConfigError, UserError
 from client.settings import Settings
 from client.temporal_profile import TemporalTarget
+from client.tracing import flush_traces, tracing_interceptors
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -47,6 +48,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
                 tls=target.tls,
                 rpc_metadata=target.rpc_metadata,
                 data_converter=converter_for(settings),
+                interceptors=tracing_interceptors(settings),
                 runtime=runtime,
             ),
             CONNECT_TIMEOUT_S,
@@ -134,6 +136,7 @@ def exit_process(main: Callable[[], int | None]) -> NoReturn:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
+    flush_traces()  # os._exit skips the exporter's own exit hook
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -19,6 +19,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from activities.connections import NewConnection
+from client.connect import worker_polling
 from client.loops import start_schedules
 from client.settings import Settings
 from devtools.mirror import Mirror
@@ -29,11 +30,12 @@ from tests.conftest import (
     TEST_CONNECTIONS_KEY,
     TEST_PAYLOAD_KEYS,
     TEST_SESSION_SECRET,
+    client_address,
     connection_store,
     worker_process,
 )
 from tests.otlp_receiver import OtlpReceiver, Span
-from tests.test_cli import free_port
+from tests.test_cli import cli_env, free_port, starter
 from tests.test_logs import wait_for_log
 
 DEADLINE_S = 60.0
@@ -256,3 +258,40 @@ def test_unset_nothing_is_installed_or_imported() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", proc.stdout
+
+
+async def test_starter_run_starts_the_trace_the_worker_continues(
+    dev_env: WorkflowEnvironment, settings: Settings, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """`starter.py run` with the variable set: its client span is the root, the worker's spans
+    hang under it, and the CLI flushes before it exits (it leaves through os._exit)."""
+    proc = worker_process(
+        dev_env,
+        settings,
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY="60000",
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while not await worker_polling(dev_env.client, settings.temporal_task_queue):
+            assert time.monotonic() < deadline, "the worker never polled"
+            await asyncio.sleep(0.2)
+        env = cli_env(
+            settings,
+            client_address(dev_env.client),
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+            OTEL_BSP_SCHEDULE_DELAY="60000",
+        )
+        code, out, err = await starter("run", "sync-products", "--json", env=env)
+        assert code == 0, (out, err)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    spans = receiver.snapshot()
+    (root,) = [s for s in spans if s.parent_id == ""]
+    assert (root.name, root.service) == ("StartWorkflow:SyncProductsWorkflow", "schedjobs"), tree(
+        spans
+    )
+    assert {s.trace_id for s in spans} == {root.trace_id}
+    assert "RunActivity:sync_products_batch" in {s.name for s in spans}

@@ -202,7 +202,13 @@ def test_a_loops_page_shows_its_input_summary_and_current_details(ui: Ui) -> Non
             (summary, "schedule sync-products: sync-products on cron */10 * * * * * [UTC]"),
             (details, "sync-products runs sync-products on cron */10 * * * * * [UTC]"),
             (details, re.compile(r"next fire: \d{4}-\d\d-\d\dT\d\d:\d\d:\d0\+00:00")),
-            (details, re.compile(r"fires: [1-9]\d* · triggered: 0 · failed: \d+ · missed: \d+")),
+            (
+                details,
+                re.compile(
+                    r"fires: [1-9]\d* · triggered: 0 · failed jobs: \d+ · "
+                    r"failed fires: \d+ · missed: \d+"
+                ),
+            ),
         ]
         for frame, text in checks:
             expect(frame).to_contain_text(text, timeout=WAIT_MS)

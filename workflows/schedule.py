@@ -600,5 +600,6 @@ class ScheduleWorkflow:
         workflow.set_current_details(
             f"**{spec.name}** runs `{spec.job}` on {describe_spec(spec)}{paused}\n\n"
             f"next fire: {fire.isoformat() if fire else 'none'} · fires: {state.fires}{limit} · "
-            f"triggered: {state.triggered} · failed: {state.failed} · missed: {state.missed}"
+            f"triggered: {state.triggered} · failed jobs: {state.job_failures} · "
+            f"failed fires: {state.failed} · missed: {state.missed}"
         )
