@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import getpass
 import json
 import re
@@ -48,6 +49,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.workflow import UpdateMethodMultiParam
 
@@ -238,6 +240,13 @@ def report_table(r: SyncReport) -> Table:
 # --- commands --------------------------------------------------------------------------------
 
 
+@functools.cache
+def _cli_runtime() -> Runtime:
+    """The SDK runtime of the CLI, without the SDK core's console log: its retry warnings (a
+    server restarting) went to stdout, into `--json`; the CLI says what happens in its own lines."""
+    return Runtime(telemetry=TelemetryConfig(logging=None))
+
+
 async def _client(settings: Settings, *, need_worker: bool) -> Client:
     """Connected, to the server the settings name, else to the one `make run` started."""
     note = use_running_stack(settings)
@@ -245,7 +254,7 @@ async def _client(settings: Settings, *, need_worker: bool) -> Client:
         where = settings.temporal_address
         print(f"using Temporal at {where}, which `make run` started", file=sys.stderr)
     try:
-        client = await connect(settings)
+        client = await connect(settings, runtime=_cli_runtime())
     except ServerUnavailable as exc:
         if note is None:
             raise

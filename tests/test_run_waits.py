@@ -13,6 +13,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from client.connect import worker_polling
 from client.settings import Settings
 from tests.conftest import ROOT, worker_process
 from tests.test_cli import cli_env
@@ -42,12 +43,20 @@ def wait_for_text(path: Path, text: str, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
-async def wait_for_echo(env: WorkflowEnvironment, queue: str) -> str:
+async def worker_ready(env: WorkflowEnvironment, queue: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not await worker_polling(env.client, queue):
+        assert time.monotonic() < deadline, "the worker does not poll"
+        await asyncio.sleep(0.1)
+
+
+async def wait_for_echo(env: WorkflowEnvironment, queue: str, run: subprocess.Popen[str]) -> str:
     """The id of the echo job the CLI started, once the server has it."""
     deadline = time.monotonic() + DEADLINE_S
     while True:
         async for wf in env.client.list_workflows(f'TaskQueue="{queue}"'):
             return wf.id
+        assert run.poll() is None, f"the CLI exited with {run.returncode}"
         assert time.monotonic() < deadline, "the CLI started no job"
         await asyncio.sleep(0.1)
 
@@ -70,10 +79,11 @@ async def test_run_keeps_waiting_through_a_server_restart(
     worker = worker_process(server, settings, tmp_path)
     address = f"127.0.0.1:{port}"
     err = tmp_path / "run.err"
+    await worker_ready(server, settings.temporal_task_queue)
     env = cli_env(settings, address, DATA_DIR=str(tmp_path / "data"))
     run = start_run(env, err, "--args", '{"sleep_s": 4}', "--json")
     try:
-        await wait_for_echo(server, settings.temporal_task_queue)
+        await wait_for_echo(server, settings.temporal_task_queue, run)
         await server.shutdown()  # the server goes away mid-job, and stays away a while:
         # past the SDK's own retries (~10 s), which the CLI then says in one line
         wait_for_text(err, f"lost the Temporal server at {address}", run)
@@ -85,6 +95,7 @@ async def test_run_keeps_waiting_through_a_server_restart(
         await server.shutdown()
     text = err.read_text()
     assert run.returncode == 0, text
+    assert out.startswith("{"), (out, text)
     assert json.loads(out)["args"] == {"sleep_s": 4}
     assert "Traceback" not in text
     assert f"the Temporal server at {address} is back; still waiting on echo/adhoc-" in text
@@ -98,10 +109,11 @@ async def test_run_gives_up_in_one_line_when_the_server_stays_away(
     worker = worker_process(server, settings, tmp_path)
     address = f"127.0.0.1:{port}"
     err = tmp_path / "run.err"
+    await worker_ready(server, settings.temporal_task_queue)
     env = cli_env(settings, address, DATA_DIR=str(tmp_path / "data"), SERVER_LOST_TIMEOUT="2s")
     run = start_run(env, err, "--args", '{"sleep_s": 60}')
     try:
-        job = await wait_for_echo(server, settings.temporal_task_queue)
+        job = await wait_for_echo(server, settings.temporal_task_queue, run)
         await server.shutdown()
         out = finish(run)
     finally:
