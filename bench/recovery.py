@@ -11,8 +11,13 @@ restarts it), then reads the times off the sync's history (server timestamps):
              and counts the batch, and starts the next ones; what `starter.py run`'s progress
              bar shows moving again. This is "recovery".
 
-Prints both as min / median / max over the rounds.
-Usage: .venv/bin/python bench/recovery.py [--kills 10] [--latency-ms 600]
+Prints both as min / median / max over the rounds, and, per kill, what the workflow waited on:
+`sticky` (its next task sat on the dead worker's sticky queue until STICKY_TIMEOUT) or `task`
+(the kill landed inside a workflow task, which the server gives back after the workflow task
+timeout: 10 s, set where the job is started). `--kill-at completion` kills right after a batch
+completes (when the worker is most likely inside a workflow task); `random` (the default) at a
+seeded random moment up to a second later.
+Usage: .venv/bin/python bench/recovery.py [--kills 10] [--latency-ms 600] [--kill-at random]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import secrets
 import signal
 import socket
@@ -36,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cryptography.fernet import Fernet  # noqa: E402
-from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.api.enums.v1 import EventType, TimeoutType  # noqa: E402
 from temporalio.api.history.v1 import HistoryEvent  # noqa: E402
 from temporalio.client import Client, WorkflowHandle  # noqa: E402
 
@@ -60,6 +66,20 @@ async def _history(handle: WorkflowHandle[Any, Any]) -> list[HistoryEvent]:
 
 def _batches_done(events: list[HistoryEvent]) -> int:
     return sum(1 for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+
+
+def waited_on(events: list[HistoryEvent], killed_at: float) -> str:
+    """Which workflow task timeout the new worker waited for after the kill, if any."""
+    kinds = {
+        e.workflow_task_timed_out_event_attributes.timeout_type
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT and _at(e) > killed_at
+    }
+    names = {
+        TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START: "sticky",
+        TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE: "task",
+    }
+    return "+".join(sorted(names.get(k, str(k)) for k in kinds)) or "-"
 
 
 def recovery(events: list[HistoryEvent], killed_at: float, dead: str) -> tuple[float, float] | None:
@@ -99,7 +119,8 @@ async def one_round(
     env: dict[str, str],
     logs: Path,
     worker: list[subprocess.Popen[bytes]],
-) -> tuple[float, float]:
+    delay_s: float,
+) -> tuple[float, float, str]:
     handle = await client.start_workflow(
         SyncProductsWorkflow.run,
         SyncProductsInput(batch_size=5, delete_missing=False, tenant=uuid.uuid4().hex[:8]),
@@ -110,6 +131,7 @@ async def one_round(
     while _batches_done(await _history(handle)) < 3:  # mid-sync: well under way
         assert time.monotonic() < deadline, "the sync did not start"
         await asyncio.sleep(0.1)
+    await asyncio.sleep(delay_s)  # the moment of the kill within the sync
     (proc,) = worker
     dead = f"{proc.pid}@{socket.gethostname()}"  # the SDK's default worker identity
     killed_at = time.time()
@@ -120,7 +142,7 @@ async def one_round(
         assert time.monotonic() < deadline, "no recovery"
         await asyncio.sleep(0.2)
     await handle.terminate("measured")
-    return found
+    return (*found, waited_on(await _history(handle), killed_at))
 
 
 def _row(name: str, values: list[float]) -> str:
@@ -134,7 +156,10 @@ async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--latency-ms", type=int, default=600, help="the mirror's, per request")
+    p.add_argument("--kill-at", choices=("random", "completion"), default="random")
+    p.add_argument("--seed", type=int, default=20)
     a = p.parse_args()
+    rng = random.Random(a.seed)
     tmp = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
     keys = "bench:" + Fernet.generate_key().decode()
     server = await start_dev_server(keys, tmp / "temporal.log")
@@ -147,15 +172,24 @@ async def main() -> None:
     worker = start_workers([env], tmp)
     try:
         await wait_for_pollers(server.client, queue, worker)
-        rows: list[tuple[float, float]] = []
+        rows: list[tuple[float, float, str]] = []
         for k in range(a.kills):
-            rows.append(await one_round(server.client, queue, env, tmp, worker))
-            print(f"kill {k + 1}: batch {rows[-1][0]:.1f} s, recovered {rows[-1][1]:.1f} s")
+            delay = rng.uniform(0, 1) if a.kill_at == "random" else 0.0
+            rows.append(await one_round(server.client, queue, env, tmp, worker, delay))
+            batch, recovered, why = rows[-1]
+            print(
+                f"kill {k + 1} (+{delay:.2f} s): batch {batch:.1f} s, recovered {recovered:.1f} s"
+                f", waited on {why}",
+                flush=True,
+            )
     finally:
         stop_workers(worker)
         mirror.stop()
         await server.shutdown()
-    print(f"\n{a.kills} worker kills mid-sync (mirror latency {a.latency_ms} ms), seconds:")
+    print(
+        f"\n{a.kills} worker kills mid-sync (mirror latency {a.latency_ms} ms, kill at "
+        f"{a.kill_at}), seconds:"
+    )
     print(f"{'':<10} {'min':>6} {'median':>8} {'max':>6}   each")
     print(_row("batch", [r[0] for r in rows]))
     print(_row("recovered", [r[1] for r in rows]))
