@@ -14,10 +14,11 @@ restarts it), then reads the times off the sync's history (server timestamps):
 Prints both as min / median / max over the rounds, and, per kill, what the workflow waited on:
 `sticky` (its next task sat on the dead worker's sticky queue until STICKY_TIMEOUT) or `task`
 (the kill landed inside a workflow task, which the server gives back after the workflow task
-timeout: 10 s, set where the job is started). `--kill-at completion` kills right after a batch
-completes (when the worker is most likely inside a workflow task); `random` (the default) at a
-seeded random moment up to a second later.
+timeout: 10 s unless --task-timeout; it is set where the job is started). `--kill-at
+completion` kills right after a batch completes (when the worker is most likely inside a
+workflow task); `random` (the default) at a seeded random moment up to a second later.
 Usage: .venv/bin/python bench/recovery.py [--kills 10] [--latency-ms 600] [--kill-at random]
+       [--task-timeout S]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,12 +122,14 @@ async def one_round(
     logs: Path,
     worker: list[subprocess.Popen[bytes]],
     delay_s: float,
+    task_timeout: timedelta | None,
 ) -> tuple[float, float, str]:
     handle = await client.start_workflow(
         SyncProductsWorkflow.run,
         SyncProductsInput(batch_size=5, delete_missing=False, tenant=uuid.uuid4().hex[:8]),
         id=f"recovery-{uuid.uuid4().hex[:8]}",
         task_queue=queue,
+        task_timeout=task_timeout,
     )
     deadline = time.monotonic() + ROUND_TIMEOUT_S
     while _batches_done(await _history(handle)) < 3:  # mid-sync: well under way
@@ -158,6 +162,9 @@ async def main() -> None:
     p.add_argument("--latency-ms", type=int, default=600, help="the mirror's, per request")
     p.add_argument("--kill-at", choices=("random", "completion"), default="random")
     p.add_argument("--seed", type=int, default=20)
+    p.add_argument(
+        "--task-timeout", type=float, help="the sync's workflow task timeout, s (server: 10)"
+    )
     a = p.parse_args()
     rng = random.Random(a.seed)
     tmp = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
@@ -175,7 +182,10 @@ async def main() -> None:
         rows: list[tuple[float, float, str]] = []
         for k in range(a.kills):
             delay = rng.uniform(0, 1) if a.kill_at == "random" else 0.0
-            rows.append(await one_round(server.client, queue, env, tmp, worker, delay))
+            task_timeout = timedelta(seconds=a.task_timeout) if a.task_timeout else None
+            rows.append(
+                await one_round(server.client, queue, env, tmp, worker, delay, task_timeout)
+            )
             batch, recovered, why = rows[-1]
             print(
                 f"kill {k + 1} (+{delay:.2f} s): batch {batch:.1f} s, recovered {recovered:.1f} s"
@@ -188,7 +198,7 @@ async def main() -> None:
         await server.shutdown()
     print(
         f"\n{a.kills} worker kills mid-sync (mirror latency {a.latency_ms} ms, kill at "
-        f"{a.kill_at}), seconds:"
+        f"{a.kill_at}, workflow task timeout {a.task_timeout or 10:g} s), seconds:"
     )
     print(f"{'':<10} {'min':>6} {'median':>8} {'max':>6}   each")
     print(_row("batch", [r[0] for r in rows]))
