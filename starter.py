@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import getpass
 import json
 import re
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.workflow import UpdateMethodMultiParam
 
@@ -87,6 +89,7 @@ from client.schedules_file import (
 )
 from client.settings import Settings, load_settings
 from client.stack import NOTE, run_url, running_source, ui_url, use_running_stack
+from client.waiting import lost_timeout, wait_for_result
 from jobs.registry import JOBS
 from jobs.sessions import issue_token
 from jobs.sync_products import SyncProductsInput, SyncReport
@@ -175,9 +178,11 @@ async def start_job(
     )
 
 
-async def follow_sync(handle: WorkflowHandle[Any, Any], *, dry_run: bool) -> SyncReport:
-    """Wait for a sync, with a live progress bar on stderr."""
-    result = asyncio.ensure_future(handle.result())
+async def follow_sync(
+    handle: WorkflowHandle[Any, Any], waiting: Coroutine[Any, Any, Any], *, dry_run: bool
+) -> SyncReport:
+    """Wait for a sync (`waiting`: its result), with a live progress bar on stderr."""
+    result = asyncio.ensure_future(waiting)
     with Progress(
         TextColumn(f"[bold]sync-products{' (dry run)' if dry_run else ''}"),
         BarColumn(),
@@ -235,6 +240,13 @@ def report_table(r: SyncReport) -> Table:
 # --- commands --------------------------------------------------------------------------------
 
 
+@functools.cache
+def _cli_runtime() -> Runtime:
+    """The SDK runtime of the CLI, without the SDK core's console log: its retry warnings (a
+    server restarting) went to stdout, into `--json`; the CLI says what happens in its own lines."""
+    return Runtime(telemetry=TelemetryConfig(logging=None))
+
+
 async def _client(settings: Settings, *, need_worker: bool) -> Client:
     """Connected, to the server the settings name, else to the one `make run` started."""
     note = use_running_stack(settings)
@@ -242,7 +254,7 @@ async def _client(settings: Settings, *, need_worker: bool) -> Client:
         where = settings.temporal_address
         print(f"using Temporal at {where}, which `make run` started", file=sys.stderr)
     try:
-        client = await connect(settings)
+        client = await connect(settings, runtime=_cli_runtime())
     except ServerUnavailable as exc:
         if note is None:
             raise
@@ -399,8 +411,22 @@ def _print_result(result: Any, *, name: str, where: str, as_json: bool) -> None:
     print(text)
 
 
+def _wait_for(
+    client: Client, handle: WorkflowHandle[Any, Any], settings: Settings, lost_after: timedelta
+) -> Coroutine[Any, Any, Any]:
+    """The job's result, waited through worker and server restarts (client/waiting.py)."""
+    return wait_for_result(
+        client,
+        handle,
+        address=settings.temporal_address,
+        where=where_to_see(settings, handle.id),
+        lost_after=lost_after,
+    )
+
+
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Any registered job now, ad hoc (like `medusa exec`); exit 0 only if it succeeded."""
+    lost_after = lost_timeout()  # a bad setting refused before anything starts
     if args.job not in JOBS:
         raise ConfigError(
             f"job: unknown job {shown(args.job)}; registered jobs: {', '.join(sorted(JOBS))}"
@@ -425,11 +451,12 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 "pass --connection ID (starter.py connections list)"
             )
     handle = await start_job(client, args.job, inp, task_queue=settings.temporal_task_queue)
+    waiting = _wait_for(client, handle, settings, lost_after)
     try:
         if isinstance(inp, SyncProductsInput) and not args.json:
-            result = await follow_sync(handle, dry_run=inp.dry_run)
+            result = await follow_sync(handle, waiting, dry_run=inp.dry_run)
         else:
-            result = await handle.result()
+            result = await waiting
     except WorkflowFailureError as exc:
         cause = exc.cause
         why = str(getattr(cause, "cause", None) or cause or exc)
@@ -879,12 +906,14 @@ def _connections_parser(sub: Any) -> None:
 async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     """A Ductape job file: validated whole, then started; `--wait` prints a one-off's result."""
     job = _ductape_job(args.file)
+    lost_after = lost_timeout()
     client = await _client(settings, need_worker=False)
     done = await schedule_job(client, job, settings.temporal_task_queue)
     console.print(done.message)
     if args.wait and done.kind == "one-off":
         try:
-            result = await client.get_workflow_handle(done.workflow_id).result()
+            handle = client.get_workflow_handle(done.workflow_id)
+            result = await _wait_for(client, handle, settings, lost_after)
         except WorkflowFailureError as exc:
             cause = exc.cause
             why = str(getattr(cause, "cause", None) or cause or exc)

@@ -40,12 +40,13 @@ from workflows.sync_products import SyncProductsWorkflow
 log = logging.getLogger("schedjobs.worker")
 
 # Heartbeats are sent at most this far apart (the SDK's default: 80% of the heartbeat timeout,
-# which would leave a heartbeating activity one second of slack against a 5 s timeout).
-HEARTBEAT_THROTTLE = timedelta(seconds=1)
+# which would leave a heartbeating activity 0.4 s of slack against a 2 s timeout).
+HEARTBEAT_THROTTLE = timedelta(seconds=0.5)
 # How long a workflow task waits for the worker that has the workflow cached before any worker
 # may take it: after a crash, what the next step of each of its workflows waits on top of the
-# heartbeat timeout (the Go and Java SDKs' default; the Python SDK's is 10 s).
-STICKY_TIMEOUT = timedelta(seconds=5)
+# heartbeat timeout (bench/recovery.py). Shorter costs a live but busy worker a replay of the
+# history when it misses it (the Go and Java SDKs' default is 5 s, the Python SDK's 10 s).
+STICKY_TIMEOUT = timedelta(seconds=3)
 # Buckets (seconds) of the loop's fire lateness: the SDK's default ones stop at 10 s, and a fire
 # after a worker outage or a long catch-up is minutes or hours late.
 LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)

@@ -5,7 +5,9 @@ a restart; Web UI on :8233; our search attributes registered), the local DummyJS
 DUMMYJSON_BASE_URL is set), the codec server the UI decrypts payloads through (unless
 PAYLOAD_ENCRYPTION=false), the worker (Prometheus metrics on 127.0.0.1:9464 unless METRICS_ADDRESS
 is set), then the schedules in schedules.toml. Starting a schedule that already runs is a no-op,
-so running this again resumes the same loops with their counts.
+so running this again resumes the same loops with their counts. A worker that exits on its own is
+started again (with a backoff, at most a few times a minute), the server kept: what it was running
+goes on on the new one.
 Set TEMPORAL_ADDRESS or TEMPORAL_PROFILE to use a server you run yourself instead of the dev
 server. Everything it creates is readable by you only (umask 077).
 """
@@ -25,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -45,6 +47,7 @@ SEARCH_ATTRIBUTES = ("ScheduleName=Keyword", "ScheduledFireTime=Datetime")
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0  # per process, after its Ctrl-C; the worker gets its graceful shutdown too
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill, terminal closed
+CONFIG_EXIT = 2  # a UserError's exit code: the worker refused its settings, another try would too
 
 
 # Three demo connections (ShipEngine's "user connections"): one syncs the whole source, two sync
@@ -154,6 +157,13 @@ class Stack:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return proc
 
+    def respawn(self, name: str, cmd: list[str], env: dict[str, str], log: bool) -> None:
+        """Start `name` again in its place, so the stop order stays the start order."""
+        at = next(i for i, (n, _) in enumerate(self.procs) if n == name)
+        self.spawn(name, cmd, env, log)
+        self.procs.insert(at, self.procs.pop())
+        del self.procs[at + 1]
+
     def stop(self) -> None:
         """Ctrl-C to each, last started first, waiting for it to exit; a process that takes too
         long, and every one once a second signal came, is killed with what it started."""
@@ -174,6 +184,68 @@ class Stack:
                 proc.wait()
                 verb = "killed"
             _say(f"{verb} {name} (pid {proc.pid})")
+
+
+class WorkerRestarts:
+    """When a worker that exited on its own is started again: after a backoff (0.5 s doubling to
+    10 s, back to 0.5 s once a worker has run a minute), and not more than 5 times in a minute:
+    a worker that keeps dying has a cause a restart will not fix. A configuration error (exit 2)
+    is not retried at all."""
+
+    FIRST_S = 0.5
+    CAP_S = 10.0
+    HEALTHY_S = 60.0  # a worker that ran this long resets the backoff
+    MAX = 5
+    WINDOW_S = 60.0
+
+    def __init__(self) -> None:
+        self.delay_s = self.FIRST_S
+        self.count = 0
+        self.recent: list[float] = []
+
+    def after_exit(self, code: int, ran_s: float, now: float) -> float:
+        """The delay before the next start; a UserError (one line for the user) if none."""
+        if code == CONFIG_EXIT:
+            raise UserError(
+                f"worker exited with code {code} (its settings: see its error above); "
+                "stopping the rest"
+            )
+        self.recent = [t for t in self.recent if now - t < self.WINDOW_S]
+        if len(self.recent) >= self.MAX:
+            raise UserError(
+                f"worker exited with code {code}, the {len(self.recent) + 1}th time within "
+                f"{self.WINDOW_S:.0f} s; not restarting it again: stopping the rest"
+            )
+        if ran_s >= self.HEALTHY_S:
+            self.delay_s = self.FIRST_S
+        delay = self.delay_s
+        self.delay_s = min(self.delay_s * 2, self.CAP_S)
+        self.recent.append(now)
+        self.count += 1
+        return delay
+
+
+def watch(stack: Stack, worker_cmd: list[str], env: dict[str, str]) -> NoReturn:
+    """Until Ctrl-C (KeyboardInterrupt): the worker is restarted when it exits; any other
+    process exiting stops the stack (a UserError)."""
+    restarts = WorkerRestarts()
+    started = time.monotonic()
+    while True:
+        for name, proc in list(stack.procs):
+            if proc.poll() is None:
+                continue
+            if name != "worker":
+                raise UserError(f"{name} exited with code {proc.returncode}; stopping the rest")
+            now = time.monotonic()
+            delay = restarts.after_exit(proc.returncode, now - started, now)
+            _say(
+                f"worker exited with code {proc.returncode}; restarting it in {delay:g} s "
+                f"(restart {restarts.count})"
+            )
+            time.sleep(delay)
+            stack.respawn("worker", worker_cmd, env, log=False)
+            started = time.monotonic()
+        time.sleep(0.2)
 
 
 def start_codec_server(
@@ -294,7 +366,8 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             )
             header = f"Authorization: {admin['Authorization']}"
             mirror_admin = f"  mirror admin      curl -H '{header}' {base}/__mirror/faults\n"
-        worker = stack.spawn("worker", [sys.executable, str(ROOT / "worker.py")], env, log=False)
+        worker_cmd = [sys.executable, str(ROOT / "worker.py")]
+        worker = stack.spawn("worker", worker_cmd, env, log=False)
         source = env.get("DUMMYJSON_BASE_URL", settings.dummyjson_base_url)
         own_server = ui_url is not None  # the dev server this run started: the CLI may use it
         note = record_source(
@@ -335,11 +408,7 @@ def run(args: argparse.Namespace, stopping: Stopping) -> int:
             + "\nready; Ctrl-C stops everything this started.\n",
             flush=True,
         )
-        while True:
-            for name, proc in stack.procs:
-                if proc.poll() is not None:
-                    raise UserError(f"{name} exited with code {proc.returncode}; stopping the rest")
-            time.sleep(0.5)
+        watch(stack, worker_cmd, env)
     except KeyboardInterrupt:
         _say("\nstopping… (Ctrl-C again: kill instead of waiting)")
         return 0
