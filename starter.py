@@ -58,7 +58,13 @@ from activities.connections import (
     NewConnection,
 )
 from activities.db import SQLITE_FIX
-from client.connect import ServerUnavailable, connect, exit_process, worker_polling
+from client.connect import (
+    ServerUnavailable,
+    connect,
+    exit_process,
+    require_keys_of,
+    worker_polling,
+)
 from client.ductape import DuctapeJob
 from client.ductape import schedule as schedule_job
 from client.errors import ConfigError, OneLineParser, exit_on_user_error, program_name
@@ -242,7 +248,7 @@ async def _client(settings: Settings, *, need_worker: bool) -> Client:
         where = settings.temporal_address
         print(f"using Temporal at {where}, which `make run` started", file=sys.stderr)
     try:
-        client = await connect(settings)
+        client = await connect(settings, make_keys=False)
     except ServerUnavailable as exc:
         if note is None:
             raise
@@ -454,6 +460,7 @@ async def _running(client: Client, name: str) -> WorkflowHandle[Any, Any]:
     if status != WorkflowExecutionStatus.RUNNING:
         state = "does not exist" if status is None else f"is {status.name.lower()}"
         raise ConfigError(f"name: schedule {name!r} {state}; `starter.py list` shows them")
+    await require_keys_of(client, handle.id)  # a control sent with other keys: refused here
     return handle
 
 
@@ -1030,6 +1037,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+READ_ONLY = ("list", "describe", "preview")  # never make a secret file
+
 COMMANDS = {
     "start": cmd_start,
     "update": cmd_update,
@@ -1052,6 +1061,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         settings = load_settings()
+        settings.read_only = args.command in READ_ONLY
         return asyncio.run(COMMANDS[args.command](args, settings))
 
     return int(exit_on_user_error(go))
