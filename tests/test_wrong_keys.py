@@ -11,15 +11,21 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from client.codec import Keyring
+from client.codec import Keyring, KeyringError, data_converter
 from client.settings import Settings
 from tests.conftest import client_address
 from tests.test_cli import cli_env, starter
 from worker import build_worker
+from workflows.models import JobFinished, PauseRequest
 from workflows.schedule import ScheduleWorkflow
 
 OTHER_KEYS = "other1:" + "b3RoZXItcGF5bG9hZC1rZXktMzItYnl0ZXMhISEhISE="  # not the stack's
@@ -131,3 +137,29 @@ async def test_no_keys_here_are_not_made_against_a_server_with_sealed_payloads(
     line = refused_for_keys(code, err)
     assert "holds payloads encrypted with key 'test1'" in line
     assert not (tmp_path / "elsewhere").exists()
+
+
+async def test_an_update_or_signal_sealed_with_other_keys_leaves_the_loop_healthy(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
+) -> None:
+    """Past the CLI's own check (any client may send one): the worker rejects the update and
+    drops the signal it cannot open, without failing a workflow task of the loop."""
+    address = client_address(dev_env.client)
+    good = cli_env(settings, address, DATA_DIR=str(tmp_path / "good"))
+    (tmp_path / "s.toml").write_text(SCHEDULES.replace(LOOP, "keys-direct"))
+    other = await Client.connect(address, data_converter=data_converter(Keyring.parse(OTHER_KEYS)))
+    loop_id = "schedule/keys-direct"
+    async with build_worker(dev_env.client, settings):
+        code, _, err = await starter("start", "--file", str(tmp_path / "s.toml"), env=good)
+        assert code == 0, err
+        sealed = other.get_workflow_handle(loop_id)
+        with pytest.raises((WorkflowUpdateFailedError, KeyringError)):
+            await sealed.execute_update(ScheduleWorkflow.pause, PauseRequest(note="x"))
+        done = JobFinished(child_id="somebody/else", outcome="failed", error="x")
+        await sealed.signal(ScheduleWorkflow.job_finished, done)
+        handle = dev_env.client.get_workflow_handle(loop_id)
+        view = await handle.query(ScheduleWorkflow.describe)  # answered after the signal
+        assert not view.state.paused
+        # Still answering controls sent with the right keys.
+        assert "paused" in await handle.execute_update(ScheduleWorkflow.pause, PauseRequest())
+    assert await failed_tasks(dev_env.client, loop_id) == 0
