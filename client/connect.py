@@ -52,8 +52,8 @@ async def connect(
 
     `make_keys=False` (the CLI): with no PAYLOAD_KEYS and no DATA_DIR/payload.keys, no keys are
     made before the server is reached and found to hold no encrypted payloads (else the keys
-    made would not open them: one line naming PAYLOAD_KEYS/DATA_DIR instead); then they are
-    made only for a command that writes (settings.read_only unset)."""
+    made would not open them: one line naming PAYLOAD_KEYS/DATA_DIR instead); a command that
+    writes makes them with with_keys() once its own checks passed."""
     keyring = settings.existing_keyring()
     if make_keys or keyring is not None or not settings.payload_encryption:
         return await _connect(settings, converter_for(settings), runtime)
@@ -66,10 +66,18 @@ async def connect(
             f"and there are no keys here (PAYLOAD_KEYS unset, no {settings.payload_keys_path}); "
             f"{KEYS_FIX}"
         )
-    if settings.read_only:
-        return client  # nothing of ours to read there, and nothing written
+    return client  # nothing of ours to read there; keys are made by with_keys()
+
+
+def with_keys(client: Client, settings: Settings) -> Client:
+    """The client of a command that writes, once its checks passed: if it connected without
+    keys (there were none), DATA_DIR/payload.keys is made now and the client encrypts with it.
+    A read-only command (settings.read_only) never makes one."""
+    codec = client.data_converter.payload_codec
+    if codec is not None or not settings.payload_encryption or settings.read_only:
+        return client
     config = client.config()
-    config["data_converter"] = converter_for(settings)  # makes the keys, now
+    config["data_converter"] = converter_for(settings)  # makes the keys
     return Client(**config)
 
 
