@@ -6,6 +6,7 @@ the server already holds encrypted payloads."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from client.codec import Keyring, KeyringError, data_converter
 from client.settings import Settings
-from tests.conftest import client_address
+from client.stack import StackNote, write_note
+from tests.conftest import TEST_PAYLOAD_KEYS, client_address
 from tests.test_cli import cli_env, starter
 from worker import build_worker
 from workflows.models import JobFinished, PauseRequest
@@ -163,3 +165,36 @@ async def test_an_update_or_signal_sealed_with_other_keys_leaves_the_loop_health
         # Still answering controls sent with the right keys.
         assert "paused" in await handle.execute_update(ScheduleWorkflow.pause, PauseRequest())
     assert await failed_tasks(dev_env.client, loop_id) == 0
+
+
+async def test_the_cli_uses_the_keys_of_the_stack_it_found(
+    dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
+) -> None:
+    """`make run`'s note names its DATA_DIR: a CLI that finds the stack through the note reads
+    the payloads with that stack's keys, and makes none of its own."""
+    stack_dir = tmp_path / "stack"
+    stack_dir.mkdir()
+    (stack_dir / "payload.keys").write_text(TEST_PAYLOAD_KEYS)
+    here = tmp_path / "here"
+    here.mkdir()
+    write_note(
+        here,
+        StackNote(
+            pid=os.getpid(),  # alive: a running stack
+            source=settings.dummyjson_base_url,
+            task_queue=settings.temporal_task_queue,
+            temporal_address=client_address(dev_env.client),
+            namespace=dev_env.client.namespace,
+            data_dir=str(stack_dir),
+        ),
+    )
+    env = cli_env(settings, None, DATA_DIR=str(here))
+    del env["PAYLOAD_KEYS"]
+    (tmp_path / "s.toml").write_text(SCHEDULES.replace(LOOP, "keys-note"))
+    async with build_worker(dev_env.client, settings):
+        code, _, err = await starter("start", "--file", str(tmp_path / "s.toml"), env=env)
+        assert code == 0, err
+        code, out, err = await starter("describe", "keys-note", "--json", env=env)
+        assert code == 0, err
+    assert json.loads(out)["spec"]["name"] == "keys-note"
+    assert not (here / "payload.keys").exists()
