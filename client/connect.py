@@ -83,22 +83,26 @@ def with_keys(client: Client, settings: Settings) -> Client:
 
 async def sealed_key_on_server(client: Client) -> str | None:
     """The key id of an encrypted payload among the inputs of the newest workflows on the
-    server, or None if they have none (a fresh server, or payloads in clear)."""
-    async for wf in client.list_workflows(limit=SEALED_SAMPLE):
-        history = await client.workflow_service.get_workflow_execution_history(
-            GetWorkflowExecutionHistoryRequest(
-                namespace=client.namespace,
-                execution=WorkflowExecution(workflow_id=wf.id, run_id=wf.run_id),
-                maximum_page_size=1,
-            ),
-            timeout=timedelta(seconds=CONNECT_TIMEOUT_S),
-        )
-        for event in history.history.events[:1]:
-            started = event.workflow_execution_started_event_attributes
-            for payload in started.input.payloads:
-                key_id = key_id_of(payload)
-                if key_id is not None:
-                    return key_id
+    server, or None if they have none (a fresh server, payloads in clear, or a server that does
+    not let us look: then keys are made as before)."""
+    try:
+        async for wf in client.list_workflows(limit=SEALED_SAMPLE):
+            history = await client.workflow_service.get_workflow_execution_history(
+                GetWorkflowExecutionHistoryRequest(
+                    namespace=client.namespace,
+                    execution=WorkflowExecution(workflow_id=wf.id, run_id=wf.run_id),
+                    maximum_page_size=1,
+                ),
+                timeout=timedelta(seconds=CONNECT_TIMEOUT_S),
+            )
+            for event in history.history.events[:1]:
+                started = event.workflow_execution_started_event_attributes
+                for payload in started.input.payloads:
+                    key_id = key_id_of(payload)
+                    if key_id is not None:
+                        return key_id
+    except RPCError:
+        return None
     return None
 
 
