@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,17 @@ JOB = {
 async def failed_tasks(client: Client, workflow_id: str) -> int:
     events = [e async for e in client.get_workflow_handle(workflow_id).fetch_history_events()]
     return sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in events)
+
+
+@pytest.fixture(autouse=True)
+async def end_loops(dev_env: WorkflowEnvironment, settings: Settings) -> AsyncIterator[None]:
+    """Terminate what a test left running on its queue: loops on the shared server widen
+    other tests' `list` tables."""
+    yield
+    client = dev_env.client
+    query = f"TaskQueue = '{settings.temporal_task_queue}' AND ExecutionStatus = 'Running'"
+    async for wf in client.list_workflows(query):
+        await client.get_workflow_handle(wf.id).terminate("test over")
 
 
 def refused_for_keys(code: int, err: str) -> str:
