@@ -42,6 +42,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import select
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -60,7 +61,15 @@ from activities.connections import (
     NewConnection,
 )
 from activities.db import SQLITE_FIX
-from client.connect import ServerUnavailable, connect, exit_process, worker_polling
+from activities.schema import connections as connections_table
+from client.connect import (
+    ServerUnavailable,
+    connect,
+    exit_process,
+    require_keys_of,
+    with_keys,
+    worker_polling,
+)
 from client.ductape import DuctapeJob
 from client.ductape import schedule as schedule_job
 from client.errors import ConfigError, OneLineParser, exit_on_user_error, program_name
@@ -254,7 +263,7 @@ async def _client(settings: Settings, *, need_worker: bool) -> Client:
         where = settings.temporal_address
         print(f"using Temporal at {where}, which `make run` started", file=sys.stderr)
     try:
-        client = await connect(settings, runtime=_cli_runtime())
+        client = await connect(settings, runtime=_cli_runtime(), make_keys=False)
     except ServerUnavailable as exc:
         if note is None:
             raise
@@ -267,7 +276,7 @@ async def _client(settings: Settings, *, need_worker: bool) -> Client:
             f"on {settings.temporal_address}: start one with `python worker.py` "
             "(`make run` starts one)"
         )
-    return client
+    return with_keys(client, settings)  # the keys made (if none), once every check passed
 
 
 async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
@@ -481,6 +490,7 @@ async def _running(client: Client, name: str) -> WorkflowHandle[Any, Any]:
     if status != WorkflowExecutionStatus.RUNNING:
         state = "does not exist" if status is None else f"is {status.name.lower()}"
         raise ConfigError(f"name: schedule {name!r} {state}; `starter.py list` shows them")
+    await require_keys_of(client, handle.id)  # a control sent with other keys: refused here
     return handle
 
 
@@ -758,10 +768,14 @@ def _probe_writable(directory: Path) -> None:
 
 
 def _probe_database(settings: Settings) -> None:
-    """An existing SQLite file must be a SQLite database: its header says so (an empty file is
-    an empty database). Read, not opened with sqlite3, which would leave -wal and -shm files."""
+    """An existing SQLite file must be a SQLite database: a regular file (not /dev/null) whose
+    header says so (an empty file is an empty database). Read, not opened with sqlite3, which
+    would leave -wal and -shm files."""
+    path = settings.database.path
+    if not path.is_file():
+        raise _catalog_error(settings, "not a regular file")
     try:
-        with settings.database.path.open("rb") as f:
+        with path.open("rb") as f:
             head = f.read(len(SQLITE_HEADER))
     except OSError as exc:
         raise _catalog_error(settings, f"cannot read it ({exc.strerror or exc})") from None
@@ -783,29 +797,60 @@ def _secret_dir_ready(settings: Settings, name: str, variable: str) -> None:
         ) from None
 
 
-def _existing_store(settings: Settings) -> ConnectionStore | None:
-    """The registry; None (and nothing made) if it is a SQLite file that does not exist."""
+def _database_ready(settings: Settings) -> bool:
+    """Every check on the application database, before any file is made: an existing SQLite
+    file is a database, a missing one could be made, a PostgreSQL answers. False: a SQLite
+    file that does not exist yet (nothing to read)."""
     db = settings.database
-    if db.dialect == "sqlite":
-        if not db.path.exists():
-            return None
+    if db.dialect != "sqlite":
+        db.prepare()  # a refusing or unknown server: one line naming APP_DATABASE_URL
+        return True
+    if db.path.exists():
         _probe_database(settings)
-    return ConnectionStore(db, settings.connections_secret())
+        return True
+    try:
+        _probe_writable(db.path.parent)
+    except OSError as exc:
+        raise _catalog_error(settings, f"cannot create it ({exc.strerror or exc})") from None
+    return False
+
+
+def _stored_keys(settings: Settings) -> bool:
+    """Whether the registry holds any connection (whose key a new secret would not open)."""
+    with settings.database.transaction(write=False) as conn:
+        return conn.execute(select(connections_table.c.id).limit(1)).first() is not None
+
+
+def _no_secret(settings: Settings) -> ConfigError:
+    return ConfigError(
+        f"CONNECTIONS_KEY: unset, and there is no {settings.data_dir / 'connections.key'}, but "
+        f"{settings.database.shown} holds connections sealed with a key; set CONNECTIONS_KEY "
+        "(or DATA_DIR) to the one they were stored with"
+    )
+
+
+def _existing_store(settings: Settings) -> ConnectionStore | None:
+    """The registry, read only; None (and nothing made) if it is a SQLite file that does not
+    exist yet. Never makes a secret: without one, stored connections are an error."""
+    secret = settings.existing_connections_secret()  # an empty or damaged file: one line
+    if not _database_ready(settings):
+        return None
+    if secret is None:
+        if _stored_keys(settings):
+            raise _no_secret(settings)
+        return None
+    return ConnectionStore(settings.database, secret)
 
 
 def _store_for_writing(settings: Settings) -> ConnectionStore:
-    """The registry, made if missing, once every path it needs is known to be writable, so a
-    bad database file or DATA_DIR leaves no half-made files behind."""
+    """The registry, made if missing, once every path it needs is known to be writable and the
+    database answers, so a bad database, DATA_DIR or key leaves no half-made files behind."""
     _secret_dir_ready(settings, "connections.key", "CONNECTIONS_KEY")
-    db = settings.database
-    if db.dialect == "sqlite" and db.path.exists():
-        _probe_database(settings)
-    elif db.dialect == "sqlite":
-        try:
-            _probe_writable(db.path.parent)
-        except OSError as exc:
-            raise _catalog_error(settings, f"cannot create it ({exc.strerror or exc})") from None
-    return ConnectionStore(db, settings.connections_secret())
+    secret = settings.existing_connections_secret()
+    exists = _database_ready(settings)
+    if secret is None and exists and _stored_keys(settings):
+        raise _no_secret(settings)
+    return ConnectionStore(settings.database, settings.connections_secret())
 
 
 async def cmd_connections(args: argparse.Namespace, settings: Settings) -> int:
@@ -1059,6 +1104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+READ_ONLY = ("list", "describe", "preview")  # never make a secret file
+
 COMMANDS = {
     "start": cmd_start,
     "update": cmd_update,
@@ -1081,6 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> int:
         settings = load_settings()
+        settings.read_only = args.command in READ_ONLY
         return asyncio.run(COMMANDS[args.command](args, settings))
 
     return int(exit_on_user_error(go))

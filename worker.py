@@ -24,6 +24,7 @@ from activities.medusa import MedusaCatalog
 from activities.run_checks import fresh_cached_runs, still_running
 from activities.sessions import SessionActivities
 from activities.sync_products import SyncProductsActivities
+from client.codec import for_worker
 from client.connect import connect, exit_process
 from client.errors import ConfigError, exit_on_user_error
 from client.logs import core_logging, setup_logging
@@ -128,7 +129,14 @@ def build_worker(
 ) -> Worker:
     """The one worker definition, used by `python worker.py` and by the tests (whose kwargs,
     e.g. no workflow cache, win over the settings). `tracing`: OTEL_EXPORTER_OTLP_ENDPOINT's
-    interceptor (client/tracing.py); None: no spans."""
+    interceptor (client/tracing.py); None: no spans. The worker decodes with a lenient codec
+    (client/codec.py): a start, update or signal sealed under a key it does not hold is refused
+    where it is converted, not by failing the workflow's task."""
+    config = client.config()
+    lenient = for_worker(config["data_converter"])
+    if lenient is not config["data_converter"]:
+        config["data_converter"] = lenient
+        client = Client(**config)
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,

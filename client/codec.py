@@ -8,6 +8,13 @@ history, the Web UI and the server's database hold ciphertext only; the codec se
 Keys are a keyring: `id:key` entries, newest first. The newest encrypts; any listed key decrypts,
 so a key is rotated by putting a new one in front and dropping the old one once no history needs
 it. A payload not encrypted by us (an older history, another client) passes through unchanged.
+
+A payload under a key we do not hold: the CLI stops with KeyringError (one line, naming
+PAYLOAD_KEYS). The worker's codec lets it through still sealed, and the payload converter then
+raises PayloadKeyMissing, a non-retryable ApplicationError, where the workflow converts it: the SDK
+fails a start whose input it is (the run fails once, naming the key), rejects an update and drops
+a signal (the workflow's task stays healthy), instead of failing the workflow task for ever
+(which is what an exception in the codec does: it runs over the whole activation).
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
+    EncodingPayloadConverter,
     PayloadCodec,
 )
+from temporalio.exceptions import ApplicationError
 
 ENCODING = b"binary/encrypted"
 KEY_ID_META = "encryption-key-id"
@@ -39,6 +48,16 @@ NONCE_BYTES = 12
 
 class KeyringError(ValueError):
     """PAYLOAD_KEYS (or the keys file) cannot be used; the message names the entry."""
+
+
+MISSING_KEY = "PayloadKeyMissing"  # the ApplicationError type of a payload no key opens
+
+
+def key_id_of(payload: Payload) -> str | None:
+    """The id of the key a payload is encrypted with; None if it is not ours."""
+    if payload.metadata.get("encoding") != ENCODING:
+        return None
+    return payload.metadata.get(KEY_ID_META, b"").decode(errors="replace")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +116,9 @@ class Keyring:
             data=nonce + sealed,
         )
 
+    def holds(self, key_id: str) -> bool:
+        return any(known == key_id for known, _ in self.keys)
+
     def decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
             return payload  # not ours: plain payloads of older histories still read
@@ -110,11 +132,14 @@ class Keyring:
 
 
 class EncryptionCodec(PayloadCodec):
-    """The keyring as the SDK's codec; `encrypt=False` only decrypts (encryption switched off)."""
+    """The keyring as the SDK's codec; `encrypt=False` only decrypts (encryption switched off).
+    `strict=False` (the worker's): a payload no key opens is passed on still sealed, for the
+    payload converter to refuse (SealedPayloadConverter)."""
 
-    def __init__(self, keyring: Keyring, *, encrypt: bool = True) -> None:
+    def __init__(self, keyring: Keyring, *, encrypt: bool = True, strict: bool = True) -> None:
         self.keyring = keyring
         self.encrypt = encrypt
+        self.strict = strict
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         if not self.encrypt:
@@ -122,16 +147,67 @@ class EncryptionCodec(PayloadCodec):
         return [self.keyring.encrypt(p) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self.keyring.decrypt(p) for p in payloads]
+        return [self._decrypt(p) for p in payloads]
+
+    def _decrypt(self, payload: Payload) -> Payload:
+        try:
+            return self.keyring.decrypt(payload)
+        except KeyringError:
+            if self.strict:
+                raise
+            return payload
 
 
-def data_converter(keyring: Keyring | None, *, encrypt: bool = True) -> DataConverter:
+class SealedPayloadConverter(EncodingPayloadConverter):
+    """A payload the codec could not open (the worker's codec passes it on): converting it is
+    a non-retryable error naming the key, which fails a start and rejects an update."""
+
+    @property
+    def encoding(self) -> str:
+        return ENCODING.decode()
+
+    def to_payload(self, value: object) -> Payload | None:
+        return None  # never chosen to encode: sealing is the codec's
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> object:
+        raise ApplicationError(
+            f"a payload is encrypted with key {key_id_of(payload)!r}, which PAYLOAD_KEYS (or "
+            "DATA_DIR/payload.keys) here does not hold: whoever sent it uses other keys",
+            type=MISSING_KEY,
+            non_retryable=True,
+        )
+
+
+class PayloadConverter(PydanticPayloadConverter):
+    """Pydantic's converters, and one that refuses payloads still sealed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set_converters(*self.converters.values(), SealedPayloadConverter())
+
+
+def data_converter(
+    keyring: Keyring | None, *, encrypt: bool = True, strict: bool = True
+) -> DataConverter:
     """Pydantic payloads, encrypted with the keyring; failure messages and stack traces are moved
-    into an encoded payload too, so an error that quotes an input is not readable either."""
+    into an encoded payload too, so an error that quotes an input is not readable either.
+    `strict=False`: the worker's (a payload no key opens is refused where it is converted)."""
     if keyring is None:
-        return pydantic_data_converter
+        return dataclasses.replace(
+            pydantic_data_converter, payload_converter_class=PayloadConverter
+        )
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=EncryptionCodec(keyring, encrypt=encrypt),
+        payload_converter_class=PayloadConverter,
+        payload_codec=EncryptionCodec(keyring, encrypt=encrypt, strict=strict),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
+
+
+def for_worker(converter: DataConverter) -> DataConverter:
+    """The same converter with a lenient codec: what the worker decodes with."""
+    codec = converter.payload_codec
+    if not isinstance(codec, EncryptionCodec) or not codec.strict:
+        return converter
+    lenient = EncryptionCodec(codec.keyring, encrypt=codec.encrypt, strict=False)
+    return dataclasses.replace(converter, payload_codec=lenient)

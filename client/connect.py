@@ -10,14 +10,18 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import NoReturn
 
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import (
+    DescribeNamespaceRequest,
+    GetWorkflowExecutionHistoryRequest,
+)
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
-from client.codec import data_converter
-from client.errors import ConfigError, UserError
+from client.codec import EncryptionCodec, data_converter, key_id_of
+from client.errors import KEYS_FIX, ConfigError, UserError
 from client.settings import Settings
 from client.temporal_profile import TemporalTarget
 from client.tracing import flush_traces, tracing_interceptors
@@ -29,15 +33,103 @@ class ServerUnavailable(UserError):
     exit_code = 1
 
 
+SEALED_SAMPLE = 10  # the newest workflows looked at for payloads sealed under keys we lack
+
+
 def converter_for(settings: Settings) -> DataConverter:
-    """Pydantic payloads, encrypted unless PAYLOAD_ENCRYPTION=false (client/codec.py)."""
+    """Pydantic payloads, encrypted unless PAYLOAD_ENCRYPTION=false (client/codec.py). Makes
+    DATA_DIR/payload.keys if there is none: for the worker; the CLI connects with
+    `make_keys=False` and makes them only once it knows the server holds no payloads of others."""
     return data_converter(settings.keyring(), encrypt=settings.payload_encryption)
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+async def connect(
+    settings: Settings, *, runtime: Runtime | None = None, make_keys: bool = True
+) -> Client:
     """Client.connect from the profile, bounded: a server that is not there, refuses our TLS or
     has no such namespace is one clear line, not a hang or a traceback. `runtime`: the SDK
-    runtime to use (the worker's, with its metrics exporter); None: the SDK's default."""
+    runtime to use (the worker's, with its metrics exporter); None: the SDK's default.
+
+    `make_keys=False` (the CLI): with no PAYLOAD_KEYS and no DATA_DIR/payload.keys, no keys are
+    made before the server is reached and found to hold no encrypted payloads (else the keys
+    made would not open them: one line naming PAYLOAD_KEYS/DATA_DIR instead); a command that
+    writes makes them with with_keys() once its own checks passed."""
+    keyring = settings.existing_keyring()
+    if make_keys or keyring is not None or not settings.payload_encryption:
+        return await _connect(settings, converter_for(settings), runtime)
+    client = await _connect(settings, data_converter(None), runtime)
+    sealed = await sealed_key_on_server(client)
+    if sealed is not None:
+        where = settings.target().address
+        raise ConfigError(
+            f"PAYLOAD_KEYS: Temporal at {where} holds payloads encrypted with key {sealed!r}, "
+            f"and there are no keys here (PAYLOAD_KEYS unset, no {settings.payload_keys_path}); "
+            f"{KEYS_FIX}"
+        )
+    return client  # nothing of ours to read there; keys are made by with_keys()
+
+
+def with_keys(client: Client, settings: Settings) -> Client:
+    """The client of a command that writes, once its checks passed: if it connected without
+    keys (there were none), DATA_DIR/payload.keys is made now and the client encrypts with it.
+    A read-only command (settings.read_only) never makes one."""
+    codec = client.data_converter.payload_codec
+    if codec is not None or not settings.payload_encryption or settings.read_only:
+        return client
+    config = client.config()
+    config["data_converter"] = converter_for(settings)  # makes the keys
+    return Client(**config)
+
+
+async def sealed_key_on_server(client: Client) -> str | None:
+    """The key id of an encrypted payload among the inputs of the newest workflows on the
+    server, or None if they have none (a fresh server, payloads in clear, or a server that does
+    not let us look: then keys are made as before)."""
+    try:
+        async for wf in client.list_workflows(limit=SEALED_SAMPLE):
+            history = await client.workflow_service.get_workflow_execution_history(
+                GetWorkflowExecutionHistoryRequest(
+                    namespace=client.namespace,
+                    execution=WorkflowExecution(workflow_id=wf.id, run_id=wf.run_id),
+                    maximum_page_size=1,
+                ),
+                timeout=timedelta(seconds=CONNECT_TIMEOUT_S),
+            )
+            for event in history.history.events[:1]:
+                started = event.workflow_execution_started_event_attributes
+                for payload in started.input.payloads:
+                    key_id = key_id_of(payload)
+                    if key_id is not None:
+                        return key_id
+    except RPCError:
+        return None
+    return None
+
+
+async def require_keys_of(client: Client, workflow_id: str) -> None:
+    """Before acting on a workflow: its input must be sealed under a key we hold, else one line
+    (a control sent with other keys would reach the loop, and its answer could not be read)."""
+    codec = client.data_converter.payload_codec
+    history = await client.workflow_service.get_workflow_execution_history(
+        GetWorkflowExecutionHistoryRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=workflow_id),
+            maximum_page_size=1,
+        ),
+        timeout=timedelta(seconds=CONNECT_TIMEOUT_S),
+    )
+    for event in history.history.events[:1]:
+        for payload in event.workflow_execution_started_event_attributes.input.payloads:
+            key_id = key_id_of(payload)
+            held = isinstance(codec, EncryptionCodec) and codec.keyring.holds(key_id or "")
+            if key_id is not None and not held:
+                raise ConfigError(
+                    f"PAYLOAD_KEYS: {workflow_id} is encrypted with key {key_id!r}, which "
+                    f"PAYLOAD_KEYS (or DATA_DIR/payload.keys) does not hold; {KEYS_FIX}"
+                )
+
+
+async def _connect(settings: Settings, converter: DataConverter, runtime: Runtime | None) -> Client:
     target = settings.target()
     try:
         client = await asyncio.wait_for(
@@ -47,7 +139,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
                 api_key=target.api_key,
                 tls=target.tls,
                 rpc_metadata=target.rpc_metadata,
-                data_converter=converter_for(settings),
+                data_converter=converter,
                 interceptors=tracing_interceptors(settings),
                 runtime=runtime,
             ),

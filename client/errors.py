@@ -19,13 +19,44 @@ class ConfigError(UserError):
     """A bad setting or a bad schedules file: nothing is started."""
 
 
+KEYS_FIX = (
+    "use the keys of the stack you talk to: run from its directory, or set DATA_DIR to its data "
+    "directory, or PAYLOAD_KEYS to its keys"
+)
+
+
+def _wrong_keys(exc: BaseException) -> BaseException | None:
+    """A KeyringError (a payload no key of ours opens), also when the SDK wrapped it."""
+    from temporalio.exceptions import ApplicationError
+
+    from client.codec import MISSING_KEY, KeyringError  # imports the SDK: only when needed
+
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, KeyringError):
+            return seen
+        if isinstance(seen, ApplicationError) and seen.type == MISSING_KEY:
+            return KeyringError(str(seen.message).partition(":")[0])
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def exit_on_user_error(main: Callable[[], Any]) -> Any:
-    """Run an entry point; a UserError becomes one line on stderr and a non-zero exit."""
+    """Run an entry point; a UserError becomes one line on stderr and a non-zero exit, and so
+    does a payload encrypted with a key we do not hold (exit 2: a setting to fix)."""
     try:
         return main()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
+    except Exception as exc:
+        keys = _wrong_keys(exc)
+        if keys is None:
+            raise
+        print(f"error: PAYLOAD_KEYS: {keys}; {KEYS_FIX}", file=sys.stderr)
+        raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

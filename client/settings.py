@@ -6,13 +6,9 @@ line naming the variable and the fix, before anything is started or written.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import ipaddress
-import os
 import secrets
-import tempfile
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -33,6 +29,7 @@ from sqlalchemy.exc import ArgumentError
 from activities.db import Database, database_url
 from client.codec import Keyring, KeyringError
 from client.errors import ConfigError
+from client.secret_files import create_secret, read_secret
 from client.temporal_profile import TemporalTarget, check_address, load_target
 from scheduling.types import CronText, Duration, parse_duration
 
@@ -45,25 +42,6 @@ TASK_QUEUE_MAX = 1000  # Temporal's limit on a task queue name
 def _keyring_text(text: str) -> None:
     """A keys file must parse as PAYLOAD_KEYS does (KeyringError is a ValueError)."""
     Keyring.parse(text)
-
-
-def _create_once(path: Path, secret: str) -> None:
-    """Write `secret` to `path` unless it exists, without a race: each process writes its
-    candidate to a private temporary file (0600) and hard-links it into place, which fails for
-    all but the first; so a reader never sees a half-written file, and everybody reads the
-    one that won."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(secret)
-            f.flush()
-            os.fsync(f.fileno())
-        # All or nothing; fails if another process was first, whose secret everybody uses then.
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
 
 
 def _long_enough(secret: str) -> None:
@@ -116,6 +94,8 @@ class Settings(BaseSettings):
     # A bearer token the codec server requires (`python -m client.codec_server`); unset: none.
     codec_auth_token: SecretStr | None = None
     _target: TemporalTarget | None = PrivateAttr(None)
+    # Set by a command that only reads (`list`, `describe`): it never makes a secret file.
+    _read_only: bool = PrivateAttr(False)
     # How long a stopping worker (SIGTERM, Ctrl-C) lets running activities finish before it
     # cancels them; a deploy inside this window costs no retry.
     graceful_shutdown_timeout: Duration = "30s"
@@ -175,33 +155,68 @@ class Settings(BaseSettings):
 
     def session_key(self) -> str:
         """SESSION_SECRET, or the data directory's own (made on first use, readable by you only),
-        so the worker and `starter.py session create` on one machine agree without setup."""
+        so the worker and `starter.py session create` on one machine agree without setup. Made
+        here: call it only where a secret may be written (client/secret_files.py)."""
         if self.session_secret is not None:
             return self.session_secret.get_secret_value()
-        return self._secret_file(
-            "session.secret", "SESSION_SECRET", lambda: secrets.token_urlsafe(48), _long_enough
+        return create_secret(
+            self.data_dir / "session.secret",
+            "SESSION_SECRET",
+            lambda: secrets.token_urlsafe(48),
+            _long_enough,
         )
 
     def connections_secret(self) -> str:
         """CONNECTIONS_KEY, or the data directory's own: what the worker and `starter.py
         connections` encrypt and decrypt stored API keys with. Keep it apart from the database
-        in production (the environment, a secret store); losing it loses the stored keys."""
+        in production (the environment, a secret store); losing it loses the stored keys. Made
+        on first use: a command that only reads calls existing_connections_secret()."""
         if self.connections_key is not None:
             return self.connections_key.get_secret_value()
-        return self._secret_file(
-            "connections.key", "CONNECTIONS_KEY", lambda: Fernet.generate_key().decode(), _fernet
+        return create_secret(
+            self.data_dir / "connections.key",
+            "CONNECTIONS_KEY",
+            lambda: Fernet.generate_key().decode(),
+            _fernet,
         )
+
+    def existing_connections_secret(self) -> str | None:
+        """CONNECTIONS_KEY, or the data directory's file if there is one (nothing is made)."""
+        if self.connections_key is not None:
+            return self.connections_key.get_secret_value()
+        return read_secret(self.data_dir / "connections.key", "CONNECTIONS_KEY", _fernet)
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @read_only.setter
+    def read_only(self, value: bool) -> None:
+        self._read_only = value
+
+    @property
+    def payload_keys_path(self) -> Path:
+        return self.data_dir / "payload.keys"
 
     def keyring(self) -> Keyring | None:
         """PAYLOAD_KEYS, or the data directory's keys file (made on first use while encryption
-        is on); None when encryption is off and there are no keys to read old payloads with."""
+        is on); None when encryption is off and there are no keys to read old payloads with.
+        The CLI reads with existing_keyring() and makes keys only once its checks passed
+        (client/connect.py)."""
+        existing = self.existing_keyring()
+        if existing is not None or not self.payload_encryption:
+            return existing
+        text = create_secret(
+            self.payload_keys_path, "PAYLOAD_KEYS", Keyring.new_entry, _keyring_text
+        )
+        return Keyring.parse(text)
+
+    def existing_keyring(self) -> Keyring | None:
+        """PAYLOAD_KEYS, or the data directory's keys file if there is one (nothing is made)."""
         if self.payload_keys is not None:
             return Keyring.parse(self.payload_keys.get_secret_value())
-        path = self.data_dir / "payload.keys"
-        if not self.payload_encryption and not path.exists():
-            return None
-        text = self._secret_file("payload.keys", "PAYLOAD_KEYS", Keyring.new_entry, _keyring_text)
-        return Keyring.parse(text)
+        text = read_secret(self.payload_keys_path, "PAYLOAD_KEYS", _keyring_text)
+        return None if text is None else Keyring.parse(text)
 
     def target(self) -> TemporalTarget:
         """The Temporal to connect to: the loaded profile with the current address/namespace."""
@@ -210,32 +225,6 @@ class Settings(BaseSettings):
         return dataclasses.replace(
             self._target, address=self.temporal_address, namespace=self.temporal_namespace
         )
-
-    def _secret_file(
-        self, name: str, variable: str, make: Callable[[], str], check: Callable[[str], None]
-    ) -> str:
-        """A secret kept in DATA_DIR, made on first use and readable by its owner only. Processes
-        starting at once on a fresh DATA_DIR all end up with the same one; an existing file is
-        never replaced: an empty or damaged one stops the program, naming it."""
-        path = self.data_dir / name
-        try:
-            if not path.exists():
-                _create_once(path, make())
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{path}: {exc.strerror}; fix DATA_DIR, or set {variable}") from None
-        try:
-            secret = raw.decode("utf-8").strip()
-            if not secret:
-                raise ValueError("the file is empty")
-            check(secret)
-        except ValueError as exc:  # also UnicodeDecodeError: not text
-            reason = "not text" if isinstance(exc, UnicodeDecodeError) else str(exc)
-            raise ConfigError(
-                f"{path}: {reason}; restore it, or set {variable} (deleting it makes a new "
-                "one, and loses what the old one protected)"
-            ) from None
-        return secret
 
     @field_validator("temporal_task_queue")
     @classmethod

@@ -33,6 +33,7 @@ class StackNote(BaseModel):
     temporal_address: str | None = None
     namespace: str | None = None
     ui_url: str | None = None
+    data_dir: str | None = None  # absolute: where the stack keeps its keys
 
 
 def write_note(data_dir: Path, note: StackNote) -> Path:
@@ -84,6 +85,8 @@ def use_running_stack(settings: Settings) -> StackNote | None:
     settings.temporal_address = note.temporal_address
     if not os.environ.get("TEMPORAL_NAMESPACE") and note.namespace:
         settings.temporal_namespace = note.namespace
+    if note.data_dir:  # its keys: payloads written there open here
+        settings.data_dir = Path(note.data_dir)
     return note
 
 

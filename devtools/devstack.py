@@ -454,6 +454,7 @@ def record_source(
         temporal_address=temporal_address,
         namespace=namespace,
         ui_url=ui_url,
+        data_dir=str(data_dir.resolve()),
     )
     return write_note(data_dir, note)
 
