@@ -62,7 +62,15 @@ from client.connect import ServerUnavailable, connect, exit_process, worker_poll
 from client.ductape import DuctapeJob
 from client.ductape import schedule as schedule_job
 from client.errors import ConfigError, OneLineParser, exit_on_user_error, program_name
-from client.loops import control, query_view, schedule_id, start_schedules, status_of
+from client.loops import (
+    control,
+    control_many,
+    list_schedules,
+    running_names,
+    schedule_id,
+    start_schedules,
+    status_of,
+)
 from client.render import (
     JobResult,
     fire_outcome,
@@ -106,54 +114,6 @@ err_console = Console(stderr=True)
 
 
 # --- talking to Temporal ---------------------------------------------------------------------
-
-
-class ScheduleRow(BaseModel):
-    """One line of `list` (and one object of `list --json`)."""
-
-    name: str
-    status: str  # running, paused, completed: <why>, not started, ...
-    note: str | None = None  # a paused schedule's note
-    spec: str | None = None
-    next_fire: datetime | None = None
-    fires: int | None = None
-
-
-async def list_schedules(
-    client: Client, names: list[str], *, ask_worker: bool
-) -> list[ScheduleRow]:
-    """Schedules named in the file plus any others the server knows, newest run each.
-
-    Spec, next fire and counts come from the loop's `describe` query, which needs a worker.
-    """
-    seen = dict.fromkeys(names)
-    async for wf in client.list_workflows("WorkflowType = 'ScheduleWorkflow'"):
-        seen.setdefault(wf.id.removeprefix("schedule/"))
-    rows = []
-    for name in seen:
-        handle = client.get_workflow_handle(schedule_id(name))
-        status = await status_of(handle)
-        row = ScheduleRow(
-            name=name, status=status.name.lower().replace("_", " ") if status else "not started"
-        )
-        if status == WorkflowExecutionStatus.RUNNING and ask_worker:
-            view = await query_view(handle)
-            if view is None:
-                row.status = "running (no worker answered)"
-            else:
-                row.spec = describe_spec(view.spec)
-                row.status = "paused" if view.state.paused else "running"
-                row.note = view.state.note if view.state.paused else None
-                row.next_fire = view.next_fires[0] if view.next_fires else None
-                row.fires = view.state.fires
-        elif status == WorkflowExecutionStatus.COMPLETED:
-            summary = await client.get_workflow_handle(
-                handle.id, result_type=ScheduleSummary
-            ).result()
-            row.fires = summary.fires
-            row.status = f"completed: {summary.reason}"
-        rows.append(row)
-    return rows
 
 
 def adhoc_id(job: str) -> str:
@@ -489,6 +449,46 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"{args.name}: {args.command} refused: {exc.cause}") from None
     console.print(f"{args.name}: {result}")
     return 0
+
+
+async def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    """End many loops at once (names, `--all` or `--match GLOB`), a bounded number in flight;
+    a line per loop, then a summary line."""
+    if bool(args.names) == bool(args.all or args.match is not None):
+        raise ConfigError(
+            "delete: give schedule names, or --all, or --match GLOB (one of them); "
+            "`starter.py list` shows the names"
+        )
+    for name in args.names:
+        _check_name(name)
+    if args.match is not None and not args.match.strip():
+        raise ConfigError("--match: an empty pattern; give a glob such as 'nightly-*'")
+    client = await _client(settings, need_worker=True)
+    names = list(dict.fromkeys(args.names)) or await running_names(
+        client, settings.temporal_task_queue, args.match or "*"
+    )
+    if len(args.names) == 1:
+        await _running(client, args.names[0])  # a lone name: its one-line error as before
+    results = await control_many(client, names, lambda h: control(h, ScheduleWorkflow.delete))
+    failed = 0
+    for name, result in results:
+        if isinstance(result, Exception):
+            failed += 1
+            why = result.cause if isinstance(result, WorkflowUpdateFailedError) else result
+            err_console.print(f"error: {name}: delete refused: {why}", markup=False)
+        else:
+            console.print(f"{name}: {result}", markup=False)
+    if len(names) != 1:
+        what = f"matching {args.match!r}" if args.match is not None else "running"
+        if not names:
+            console.print(f"no {what} schedules; nothing deleted", markup=False)
+        else:
+            console.print(
+                f"deleted {len(names) - failed} of {len(names)} schedules"
+                + (f"; {failed} refused (above)" if failed else ""),
+                markup=False,
+            )
+    return 2 if failed else 0
 
 
 async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
@@ -993,12 +993,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("pause", "stop firing (fires are recorded as skipped: paused)"),
         ("resume", "fire again"),
         ("trigger", "fire now, once (does not count toward the limit)"),
-        ("delete", "end the loop; running jobs finish on their own"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("name")
         if name in ("pause", "resume"):
             cmd.add_argument("--note", default=None)
+    dele = sub.add_parser(
+        "delete",
+        help="end loops (on TEMPORAL_TASK_QUEUE); their running jobs finish on their own",
+    )
+    dele.add_argument("names", nargs="*", metavar="NAME")
+    which = dele.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every running loop on the task queue")
+    which.add_argument("--match", default=None, metavar="GLOB", help="running loops named so")
     pre = sub.add_parser("preview", help="print the next fire times of a cron or interval")
     what = pre.add_mutually_exclusive_group(required=True)
     what.add_argument("--cron")
@@ -1038,7 +1045,7 @@ COMMANDS = {
     "pause": cmd_control,
     "resume": cmd_control,
     "trigger": cmd_control,
-    "delete": cmd_control,
+    "delete": cmd_delete,
     "preview": cmd_preview,
     "run": cmd_run,
     "connections": cmd_connections,
