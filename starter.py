@@ -59,7 +59,7 @@ from activities.connections import (
 )
 from activities.db import SQLITE_FIX
 from client.connect import ServerUnavailable, connect, exit_process, worker_polling
-from client.ductape import DuctapeJob
+from client.ductape import DuctapeJob, one_off_problem
 from client.ductape import schedule as schedule_job
 from client.errors import ConfigError, OneLineParser, exit_on_user_error, program_name
 from client.loops import (
@@ -83,8 +83,10 @@ from client.render import (
 from client.schedules_file import (
     DEFAULT_FILE,
     MAX_DEPTH,
-    MAX_PAYLOAD_BYTES,
+    MAX_FILE_BYTES,
+    brief,
     field_error,
+    input_problem,
     load_schedules,
     nested_too_deep,
     never_fires,
@@ -250,7 +252,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     for row in rows:
         table.add_row(
             row.name,
-            row.spec or "",
+            brief(row.spec or ""),
             f"{row.next_fire:%Y-%m-%d %H:%M:%SZ}" if row.next_fire else "",
             "" if row.fires is None else str(row.fires),
             escape(status_text(True, row.note)) if row.status == "paused" else row.status,
@@ -264,9 +266,20 @@ SYNC_FLAGS = {"batch_size": "--batch-size", "dry_run": "--dry-run", "connection_
 
 
 def _run_args(text: str | None) -> dict[str, Any]:
-    """`--args JSON`: an object, bounded like a schedule's args."""
+    """`--args JSON`, `--args @FILE` or `--args -` (stdin): an object, under the same bound as
+    a schedule's args (a large input cannot go on a command line at all)."""
     if text is None:
         return {}
+    if text == "-":
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"--args -: over {MAX_FILE_BYTES // 2**20} MB on stdin")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError("--args -: stdin is not UTF-8 text; save it as UTF-8") from None
+    elif text.startswith("@"):
+        text = read_input_file(Path(text[1:]), "args", "--args @")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -281,6 +294,9 @@ def _run_args(text: str | None) -> dict[str, Any]:
         )
     if nested_too_deep(value):
         raise ConfigError(f"--args: nested more than {MAX_DEPTH} deep; flatten it")
+    problem = input_problem(value)
+    if problem:
+        raise ConfigError(f"--args: {problem}")
     return value
 
 
@@ -891,6 +907,9 @@ async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {done.workflow_id} failed: {why.splitlines()[0]}", file=sys.stderr)
             return 1
         print(json.dumps(result, indent=2, default=str))
+        status = result.get("status") if isinstance(result, dict) else None
+        if status not in (None, "completed"):  # a report that failed, as `run` exits: 1
+            return 1
     return 0
 
 
@@ -929,12 +948,9 @@ def _ductape_job(path: Path) -> DuctapeJob:
             f"{path}: start_at: {job.starts.isoformat()} is out of range; use 0 (now) or a time "
             f"from {EARLIEST.year} to 8999"
         )
-    size = len(json.dumps(job.input, default=str))
-    if size > MAX_PAYLOAD_BYTES:
-        raise ConfigError(
-            f"{path}: input: {size / 2**20:.2f} MB, over the {MAX_PAYLOAD_BYTES / 2**20} MB limit "
-            "(Temporal refuses payloads over 2 MB); pass ids the job looks up, not the data"
-        )
+    problem = one_off_problem(job, datetime.now(UTC))
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
     return job
 
 

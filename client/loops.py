@@ -28,7 +28,7 @@ from temporalio.workflow import UpdateMethodMultiParam
 
 from client.connect import ServerUnavailable
 from client.errors import ConfigError
-from client.schedules_file import payload_problem
+from client.schedules_file import brief, payload_problem
 from scheduling.spec import ScheduleSpec, describe_spec
 from workflows.models import ScheduleInput, ScheduleSummary, ScheduleView
 from workflows.schedule import ScheduleWorkflow
@@ -195,11 +195,11 @@ async def _start_one(
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             memo=memo,
-            static_summary=f"schedule {spec.name}: `{spec.job}` on {describe_spec(spec)}",
+            static_summary=f"schedule {spec.name}: `{spec.job}` on {brief(describe_spec(spec))}",
         )
     except WorkflowAlreadyStartedError:
         return f"{spec.name}: already running as {handle.id}; nothing started"
-    return f"{spec.name}: started as {handle.id} ({describe_spec(spec)})"
+    return f"{spec.name}: started as {handle.id} ({brief(describe_spec(spec))})"
 
 
 async def bounded(limit: int, work: Iterable[Awaitable[T]]) -> list[T]:
