@@ -224,7 +224,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     specs = load_schedules(args.file, settings)  # all validated before anything starts
     client = await _client(settings, need_worker=False)
     for line in await start_schedules(client, specs, settings.temporal_task_queue):
-        console.print(line)
+        console.print(line, soft_wrap=True)  # one line each, however narrow the terminal
     if not await worker_polling(client, settings.temporal_task_queue):
         err_console.print(
             f"warning: no worker is polling {settings.temporal_task_queue!r} yet; "
@@ -511,7 +511,7 @@ async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     specs = load_schedules(args.file, settings)
     client = await _client(settings, need_worker=True)
     for line in await start_schedules(client, specs, settings.temporal_task_queue, start_new=False):
-        console.print(line)
+        console.print(line, soft_wrap=True)
     return 0
 
 

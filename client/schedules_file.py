@@ -52,26 +52,27 @@ def sync_products_args(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return SyncProductsInput.model_validate(args).model_dump(mode="json")
 
 
-def read_input_file(path: Path, kind: str, flag: str = "--file") -> str:
+def read_input_file(path: Path, kind: str, flag: str = "--file ") -> str:
     """The text of a schedules, job or args file, read at most MAX_FILE_BYTES: a device
     (/dev/zero) or a huge file is refused, not read into memory; so are directories and
     non-UTF-8 bytes."""
-    missing = f"{path}: no such {kind} file; pass {flag} PATH"
+    missing = f"{path}: no such {kind} file; pass {flag}PATH"
+    a_kind = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
     try:
         if path.is_dir():
-            raise ConfigError(f"{path}: is a directory; pass {flag} a {kind} file")
+            raise ConfigError(f"{path}: is a directory; pass {flag}PATH of {a_kind} file")
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(missing) from None
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read it ({exc.strerror or exc}); pass {flag} a {kind} file"
+            f"{path}: cannot read it ({exc.strerror or exc}); pass {flag}PATH of {a_kind} file"
         ) from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(
-            f"{path}: over the {MAX_FILE_BYTES // 2**20} MB limit of a {kind} file; "
-            f"pass {flag} a smaller one"
+            f"{path}: over the {MAX_FILE_BYTES // 2**20} MB limit of {a_kind} file; "
+            f"pass {flag}PATH of a smaller one"
         )
     try:
         return data.decode("utf-8")
