@@ -385,7 +385,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     inp: BaseModel | dict[str, Any]
     if args.job == "sync-products":
         inp = sync = _sync_input(args, given, settings)
-        store = _existing_store(settings) if sync.connection_id else None
+        store = _store_to_read(settings) if sync.connection_id else None
         if sync.connection_id and (store is None or not store.exists(sync.connection_id)):
             raise ConfigError(
                 f"--connection: no connection {sync.connection_id!r}; `starter.py connections list`"
@@ -780,6 +780,19 @@ def _existing_store(settings: Settings) -> ConnectionStore | None:
             return None
         _probe_database(settings)
     return ConnectionStore(db, settings.connections_secret())
+
+
+def _store_to_read(settings: Settings) -> ConnectionStore | None:
+    """The registry a command reads (`run --connection`): None if the SQLite file is not made
+    yet, but a database path that could never be one is named, not taken as "no connection"."""
+    db = settings.database
+    if db.dialect == "sqlite" and not db.path.exists():
+        try:
+            _probe_writable(db.path.parent)
+        except OSError as exc:
+            raise _catalog_error(settings, f"cannot open it ({exc.strerror or exc})") from None
+        return None
+    return _existing_store(settings)
 
 
 def _store_for_writing(settings: Settings) -> ConnectionStore:
