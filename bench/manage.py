@@ -6,19 +6,18 @@ separate process (`python worker.py`, as a deploy runs it), starts N loops of jo
 workflow task is done, then runs the real CLI as a user would: `list --json`, then
 `delete --all`, each timed from process start to exit.
 
-`--before N` also times, on N other loops, the way these commands worked before (one loop at a
-time: `list` described and queried each loop in turn; deleting took one `delete NAME` process
-per loop). That is timed in-process for `list` and with real processes for `delete`, and
-scaled linearly to the main N, labelled as such.
+`--before N --before-rev REV` also times, on N other loops, the CLI of commit REV (checked out
+from this repository into a temporary directory) as it was before: its `list --json`, and one
+`delete NAME` process per loop (it took one name). Those are also scaled linearly to the main N,
+labelled "extrapolated".
 
-Usage: .venv/bin/python bench/manage.py [--loops 1000] [--before 100]
+Usage: .venv/bin/python bench/manage.py [--loops 1000] [--before 100 --before-rev 9047c7d]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -31,13 +30,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
+from temporalio.client import Client  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
 from bench.devserver import start_dev_server  # noqa: E402
 from bench.workers import start_workers, stop_workers, wait_for_pollers, worker_env  # noqa: E402
 from client.codec import Keyring  # noqa: E402
-from client.loops import schedule_id, start_schedules, status_of  # noqa: E402
+from client.loops import schedule_id, start_schedules  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
 from workflows.schedule import ScheduleWorkflow  # noqa: E402
 
@@ -66,12 +65,15 @@ async def settled(client: Client, names: list[str]) -> None:
     await asyncio.gather(*(one(n) for n in names))
 
 
-def cli(env: dict[str, str], *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+def cli(
+    env: dict[str, str], *args: str, root: Path = ROOT
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """starter.py of `root`, run as a user does; its wall time, from process start to exit."""
     began = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, str(ROOT / "starter.py"), *args],
+        [sys.executable, str(root / "starter.py"), *args],
         env=env,
-        cwd=ROOT,
+        cwd=root,
         text=True,
         capture_output=True,
         timeout=3600,
@@ -84,22 +86,24 @@ def cli(env: dict[str, str], *args: str) -> tuple[float, subprocess.CompletedPro
     return took, done
 
 
-async def old_list(client: Client, names: list[str]) -> float:
-    """The former `list`: describe, then query, each loop in turn (5 s query timeout)."""
-    began = time.perf_counter()
-    for name in names:
-        handle = client.get_workflow_handle(schedule_id(name))
-        if await status_of(handle) == WorkflowExecutionStatus.RUNNING:
-            with contextlib.suppress(RPCError):
-                await handle.query(ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=5))
-    return time.perf_counter() - began
+def checkout(rev: str, into: Path) -> Path:
+    """The tree of commit `rev` of this repository, written under `into`."""
+    into.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 async def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--loops", type=int, default=1000)
-    p.add_argument("--before", type=int, default=0, metavar="N", help="old way, on N loops")
+    p.add_argument("--before", type=int, default=0, metavar="N", help="old CLI, on N loops")
+    p.add_argument("--before-rev", default=None, metavar="REV", help="the old CLI's commit")
     a = p.parse_args()
+    if a.before and not a.before_rev:
+        p.error("--before needs --before-rev (the commit whose CLI to time)")
     keys = Keyring.new_entry()
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
@@ -116,13 +120,16 @@ async def main() -> None:
                 specs = [ScheduleSpec(name=n, job="echo", every="1h") for n in names]
                 await start_schedules(env_.client, specs, QUEUE)
                 await settled(env_.client, names)
-                took = await old_list(env_.client, names)
-                results.append(("before: list (in turn)", a.before, took, "measured"))
+                old = checkout(a.before_rev, logs / "old")
+                took, done = cli(cli_env, "list", "--json", "--file", "none.toml", root=old)
+                answered = sum(r["status"] == "running" for r in json.loads(done.stdout))
+                note = f"measured, {answered}/{a.before} rows answered"
+                results.append(("before: list --json", a.before, took, note))
                 scale = a.loops / a.before
-                results.append(("before: list (in turn)", a.loops, took * scale, "extrapolated"))
+                results.append(("before: list --json", a.loops, took * scale, "extrapolated"))
                 began = time.perf_counter()
                 for name in names:
-                    cli(cli_env, "delete", name)
+                    cli(cli_env, "delete", name, root=old)
                 took = time.perf_counter() - began
                 results.append(("before: delete NAME x N", a.before, took, "measured"))
                 results.append(("before: delete NAME x N", a.loops, took * scale, "extrapolated"))
