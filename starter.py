@@ -4,9 +4,11 @@
     update [--file F]         apply changed specs in the file to running loops (counts kept)
     list [--json]             name, spec, next fire, fires so far, status
     describe NAME [--json]    counts, skips by reason, last 10 fires, next 10 fire times
-    pause NAME [--note T] | resume NAME [--note T] | trigger NAME | delete NAME
+    pause NAME [--note T] | resume NAME [--note T] | trigger NAME
+    delete NAME... | delete --all | delete --match GLOB
+                              end loops, many at once (on TEMPORAL_TASK_QUEUE for --all/--match)
     preview (--cron EXPR | --every DUR) [--tz TZ] [--start-at ISO] [--after ISO] [--count N]
-    run JOB [--args JSON] [--json]
+    run JOB [--args JSON|@FILE|-] [--json]
                               any registered job now (like `medusa exec`); sync-products also
                               takes [--connection ID] [--dry-run] [--batch-size N] and shows a
                               progress bar
@@ -58,6 +60,7 @@ from activities.connections import (
     NewConnection,
 )
 from activities.db import SQLITE_FIX
+from activities.expansion import INPUT_BYTES
 from client.connect import ServerUnavailable, connect, exit_process, worker_polling
 from client.ductape import DuctapeJob, one_off_problem
 from client.ductape import schedule as schedule_job
@@ -1046,7 +1049,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pre.add_argument("--json", action="store_true")
     run = sub.add_parser("run", help="run a registered job now, ad hoc (like `medusa exec`)")
     run.add_argument("job", help=f"a registered job: {', '.join(sorted(JOBS))}")
-    run.add_argument("--args", default=None, metavar="JSON", help="the job's args, an object")
+    run.add_argument(
+        "--args",
+        default=None,
+        metavar="JSON",
+        help=f"the job's args (an object): JSON, @FILE or - (stdin), {INPUT_BYTES // 1024} KB at most",
+    )
     run.add_argument("--dry-run", action="store_true", help="sync-products: plan only")
     run.add_argument("--batch-size", type=int, default=None, help="sync-products: per batch")
     run.add_argument(
