@@ -1053,7 +1053,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--args",
         default=None,
         metavar="JSON",
-        help=f"the job's args (an object): JSON, @FILE or - (stdin), {INPUT_BYTES // 1024} KB at most",
+        help=f"the job's args, an object: JSON, @FILE or - (stdin); {INPUT_BYTES // 1024} KB max",
     )
     run.add_argument("--dry-run", action="store_true", help="sync-products: plan only")
     run.add_argument("--batch-size", type=int, default=None, help="sync-products: per batch")
