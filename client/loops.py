@@ -328,7 +328,12 @@ async def control_many(
                 state = "does not exist" if status is None else f"is {status.name.lower()}"
                 return name, ConfigError(f"schedule {name!r} {state}")
             return name, await act(handle)
-        except (WorkflowUpdateFailedError, ConfigError, RPCError) as exc:
+        except (
+            WorkflowUpdateFailedError,
+            WorkflowUpdateRPCTimeoutOrCancelledError,
+            ConfigError,
+            RPCError,
+        ) as exc:
             return name, exc
 
     return await bounded(MANY_CONCURRENCY, (one(n) for n in names))
