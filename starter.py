@@ -493,8 +493,9 @@ async def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     for name, result in results:
         if isinstance(result, Exception):
             failed += 1
-            why = result.cause if isinstance(result, WorkflowUpdateFailedError) else result
-            err_console.print(f"error: {name}: delete refused: {why}", markup=False)
+            why = str(result.cause if isinstance(result, WorkflowUpdateFailedError) else result)
+            first = why.strip().splitlines()[0] if why.strip() else type(result).__name__
+            err_console.print(f"error: {name}: delete refused: {first}", markup=False)
         else:
             console.print(f"{name}: {result}", markup=False)
     if len(names) != 1:
