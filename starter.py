@@ -4,9 +4,11 @@
     update [--file F]         apply changed specs in the file to running loops (counts kept)
     list [--json]             name, spec, next fire, fires so far, status
     describe NAME [--json]    counts, skips by reason, last 10 fires, next 10 fire times
-    pause NAME [--note T] | resume NAME [--note T] | trigger NAME | delete NAME
+    pause NAME [--note T] | resume NAME [--note T] | trigger NAME
+    delete NAME... | delete --all | delete --match GLOB
+                              end loops, many at once (on TEMPORAL_TASK_QUEUE for --all/--match)
     preview (--cron EXPR | --every DUR) [--tz TZ] [--start-at ISO] [--after ISO] [--count N]
-    run JOB [--args JSON] [--json]
+    run JOB [--args JSON|@FILE|-] [--json]
                               any registered job now (like `medusa exec`); sync-products also
                               takes [--connection ID] [--dry-run] [--batch-size N] and shows a
                               progress bar
@@ -61,6 +63,7 @@ from activities.connections import (
     NewConnection,
 )
 from activities.db import SQLITE_FIX
+from activities.expansion import INPUT_BYTES
 from activities.schema import connections as connections_table
 from client.connect import (
     ServerUnavailable,
@@ -70,10 +73,18 @@ from client.connect import (
     with_keys,
     worker_polling,
 )
-from client.ductape import DuctapeJob
+from client.ductape import DuctapeJob, one_off_problem
 from client.ductape import schedule as schedule_job
 from client.errors import ConfigError, OneLineParser, exit_on_user_error, program_name
-from client.loops import control, query_view, schedule_id, start_schedules, status_of
+from client.loops import (
+    control,
+    control_many,
+    list_schedules,
+    running_names,
+    schedule_id,
+    start_schedules,
+    status_of,
+)
 from client.render import (
     JobResult,
     fire_outcome,
@@ -86,8 +97,10 @@ from client.render import (
 from client.schedules_file import (
     DEFAULT_FILE,
     MAX_DEPTH,
-    MAX_PAYLOAD_BYTES,
+    MAX_FILE_BYTES,
+    brief,
     field_error,
+    input_problem,
     load_schedules,
     nested_too_deep,
     never_fires,
@@ -118,54 +131,6 @@ err_console = Console(stderr=True)
 
 
 # --- talking to Temporal ---------------------------------------------------------------------
-
-
-class ScheduleRow(BaseModel):
-    """One line of `list` (and one object of `list --json`)."""
-
-    name: str
-    status: str  # running, paused, completed: <why>, not started, ...
-    note: str | None = None  # a paused schedule's note
-    spec: str | None = None
-    next_fire: datetime | None = None
-    fires: int | None = None
-
-
-async def list_schedules(
-    client: Client, names: list[str], *, ask_worker: bool
-) -> list[ScheduleRow]:
-    """Schedules named in the file plus any others the server knows, newest run each.
-
-    Spec, next fire and counts come from the loop's `describe` query, which needs a worker.
-    """
-    seen = dict.fromkeys(names)
-    async for wf in client.list_workflows("WorkflowType = 'ScheduleWorkflow'"):
-        seen.setdefault(wf.id.removeprefix("schedule/"))
-    rows = []
-    for name in seen:
-        handle = client.get_workflow_handle(schedule_id(name))
-        status = await status_of(handle)
-        row = ScheduleRow(
-            name=name, status=status.name.lower().replace("_", " ") if status else "not started"
-        )
-        if status == WorkflowExecutionStatus.RUNNING and ask_worker:
-            view = await query_view(handle)
-            if view is None:
-                row.status = "running (no worker answered)"
-            else:
-                row.spec = describe_spec(view.spec)
-                row.status = "paused" if view.state.paused else "running"
-                row.note = view.state.note if view.state.paused else None
-                row.next_fire = view.next_fires[0] if view.next_fires else None
-                row.fires = view.state.fires
-        elif status == WorkflowExecutionStatus.COMPLETED:
-            summary = await client.get_workflow_handle(
-                handle.id, result_type=ScheduleSummary
-            ).result()
-            row.fires = summary.fires
-            row.status = f"completed: {summary.reason}"
-        rows.append(row)
-    return rows
 
 
 def adhoc_id(job: str) -> str:
@@ -283,7 +248,7 @@ async def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     specs = load_schedules(args.file, settings)  # all validated before anything starts
     client = await _client(settings, need_worker=False)
     for line in await start_schedules(client, specs, settings.temporal_task_queue):
-        console.print(line)
+        console.print(line, soft_wrap=True)  # one line each, however narrow the terminal
     if not await worker_polling(client, settings.temporal_task_queue):
         err_console.print(
             f"warning: no worker is polling {settings.temporal_task_queue!r} yet; "
@@ -311,7 +276,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     for row in rows:
         table.add_row(
             row.name,
-            row.spec or "",
+            brief(row.spec or ""),
             f"{row.next_fire:%Y-%m-%d %H:%M:%SZ}" if row.next_fire else "",
             "" if row.fires is None else str(row.fires),
             escape(status_text(True, row.note)) if row.status == "paused" else row.status,
@@ -325,9 +290,20 @@ SYNC_FLAGS = {"batch_size": "--batch-size", "dry_run": "--dry-run", "connection_
 
 
 def _run_args(text: str | None) -> dict[str, Any]:
-    """`--args JSON`: an object, bounded like a schedule's args."""
+    """`--args JSON`, `--args @FILE` or `--args -` (stdin): an object, under the same bound as
+    a schedule's args (a large input cannot go on a command line at all)."""
     if text is None:
         return {}
+    if text == "-":
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(f"--args -: over {MAX_FILE_BYTES // 2**20} MB on stdin")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError("--args -: stdin is not UTF-8 text; save it as UTF-8") from None
+    elif text.startswith("@"):
+        text = read_input_file(Path(text[1:]), "args", "--args @")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -342,6 +318,9 @@ def _run_args(text: str | None) -> dict[str, Any]:
         )
     if nested_too_deep(value):
         raise ConfigError(f"--args: nested more than {MAX_DEPTH} deep; flatten it")
+    problem = input_problem(value)
+    if problem:
+        raise ConfigError(f"--args: {problem}")
     return value
 
 
@@ -444,7 +423,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     inp: BaseModel | dict[str, Any]
     if args.job == "sync-products":
         inp = sync = _sync_input(args, given, settings)
-        store = _existing_store(settings) if sync.connection_id else None
+        store = _store_to_read(settings) if sync.connection_id else None
         if sync.connection_id and (store is None or not store.exists(sync.connection_id)):
             raise ConfigError(
                 f"--connection: no connection {sync.connection_id!r}; `starter.py connections list`"
@@ -528,11 +507,57 @@ async def cmd_control(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    """End many loops at once (names, `--all` or `--match GLOB`), a bounded number in flight;
+    a line per loop, then a summary line."""
+    if bool(args.names) == bool(args.all or args.match is not None):
+        raise ConfigError(
+            "delete: give schedule names, or --all, or --match GLOB (one of them); "
+            "`starter.py list` shows the names"
+        )
+    for name in args.names:
+        _check_name(name)
+    if args.match is not None and not args.match.strip():
+        raise ConfigError("--match: an empty pattern; give a glob such as 'nightly-*'")
+    client = await _client(settings, need_worker=True)
+    names = list(dict.fromkeys(args.names)) or await running_names(
+        client, settings.temporal_task_queue, args.match or "*"
+    )
+    if len(args.names) == 1:
+        await _running(client, args.names[0])  # a lone name: its one-line error as before
+
+    async def delete(handle: WorkflowHandle[Any, Any]) -> str:
+        await require_keys_of(client, handle.id)  # a delete carries no payload to refuse
+        return await control(handle, ScheduleWorkflow.delete)
+
+    results = await control_many(client, names, delete)
+    failed = 0
+    for name, result in results:
+        if isinstance(result, Exception):
+            failed += 1
+            why = str(result.cause if isinstance(result, WorkflowUpdateFailedError) else result)
+            first = why.strip().splitlines()[0] if why.strip() else type(result).__name__
+            err_console.print(f"error: {name}: delete refused: {first}", markup=False)
+        else:
+            console.print(f"{name}: {result}", markup=False)
+    if len(names) != 1:
+        what = f"matching {args.match!r}" if args.match is not None else "running"
+        if not names:
+            console.print(f"no {what} schedules; nothing deleted", markup=False)
+        else:
+            console.print(
+                f"deleted {len(names) - failed} of {len(names)} schedules"
+                + (f"; {failed} refused (above)" if failed else ""),
+                markup=False,
+            )
+    return 2 if failed else 0
+
+
 async def cmd_update(args: argparse.Namespace, settings: Settings) -> int:
     specs = load_schedules(args.file, settings)
     client = await _client(settings, need_worker=True)
     for line in await start_schedules(client, specs, settings.temporal_task_queue, start_new=False):
-        console.print(line)
+        console.print(line, soft_wrap=True)
     return 0
 
 
@@ -842,6 +867,19 @@ def _existing_store(settings: Settings) -> ConnectionStore | None:
     return ConnectionStore(settings.database, secret)
 
 
+def _store_to_read(settings: Settings) -> ConnectionStore | None:
+    """The registry a command reads (`run --connection`): None if the SQLite file is not made
+    yet, but a database path that could never be one is named, not taken as "no connection"."""
+    db = settings.database
+    if db.dialect == "sqlite" and not db.path.exists():
+        try:
+            _probe_writable(db.path.parent)
+        except OSError as exc:
+            raise _catalog_error(settings, f"cannot open it ({exc.strerror or exc})") from None
+        return None
+    return _existing_store(settings)
+
+
 def _store_for_writing(settings: Settings) -> ConnectionStore:
     """The registry, made if missing, once every path it needs is known to be writable and the
     database answers, so a bad database, DATA_DIR or key leaves no half-made files behind."""
@@ -965,6 +1003,9 @@ async def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {done.workflow_id} failed: {why.splitlines()[0]}", file=sys.stderr)
             return 1
         print(json.dumps(result, indent=2, default=str))
+        status = result.get("status") if isinstance(result, dict) else None
+        if status not in (None, "completed"):  # a report that failed, as `run` exits: 1
+            return 1
     return 0
 
 
@@ -1003,12 +1044,9 @@ def _ductape_job(path: Path) -> DuctapeJob:
             f"{path}: start_at: {job.starts.isoformat()} is out of range; use 0 (now) or a time "
             f"from {EARLIEST.year} to 8999"
         )
-    size = len(json.dumps(job.input, default=str))
-    if size > MAX_PAYLOAD_BYTES:
-        raise ConfigError(
-            f"{path}: input: {size / 2**20:.2f} MB, over the {MAX_PAYLOAD_BYTES / 2**20} MB limit "
-            "(Temporal refuses payloads over 2 MB); pass ids the job looks up, not the data"
-        )
+    problem = one_off_problem(job, datetime.now(UTC))
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
     return job
 
 
@@ -1067,12 +1105,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ("pause", "stop firing (fires are recorded as skipped: paused)"),
         ("resume", "fire again"),
         ("trigger", "fire now, once (does not count toward the limit)"),
-        ("delete", "end the loop; running jobs finish on their own"),
     ):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("name")
         if name in ("pause", "resume"):
             cmd.add_argument("--note", default=None)
+    dele = sub.add_parser(
+        "delete",
+        help="end loops (on TEMPORAL_TASK_QUEUE); their running jobs finish on their own",
+    )
+    dele.add_argument("names", nargs="*", metavar="NAME")
+    which = dele.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every running loop on the task queue")
+    which.add_argument("--match", default=None, metavar="GLOB", help="running loops named so")
     pre = sub.add_parser("preview", help="print the next fire times of a cron or interval")
     what = pre.add_mutually_exclusive_group(required=True)
     what.add_argument("--cron")
@@ -1084,7 +1129,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     pre.add_argument("--json", action="store_true")
     run = sub.add_parser("run", help="run a registered job now, ad hoc (like `medusa exec`)")
     run.add_argument("job", help=f"a registered job: {', '.join(sorted(JOBS))}")
-    run.add_argument("--args", default=None, metavar="JSON", help="the job's args, an object")
+    run.add_argument(
+        "--args",
+        default=None,
+        metavar="JSON",
+        help=f"the job's args, an object: JSON, @FILE or - (stdin); {INPUT_BYTES // 1024} KB max",
+    )
     run.add_argument("--dry-run", action="store_true", help="sync-products: plan only")
     run.add_argument("--batch-size", type=int, default=None, help="sync-products: per batch")
     run.add_argument(
@@ -1114,7 +1164,7 @@ COMMANDS = {
     "pause": cmd_control,
     "resume": cmd_control,
     "trigger": cmd_control,
-    "delete": cmd_control,
+    "delete": cmd_delete,
     "preview": cmd_preview,
     "run": cmd_run,
     "connections": cmd_connections,

@@ -25,6 +25,7 @@ from client.codec import Keyring, data_converter  # noqa: E402
 from client.settings import Settings  # noqa: E402
 from scheduling.spec import ScheduleSpec  # noqa: E402
 from worker import build_worker  # noqa: E402
+from workflows.children import SCHEDULE_NAME, SCHEDULED_FIRE_TIME  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -37,7 +38,7 @@ async def main() -> None:
         data_converter=data_converter(Keyring.parse(Keyring.new_entry())),
         dev_server_existing_path=str(BIN / "temporal"),
         dev_server_startup_timeout=timedelta(seconds=60),
-        search_attributes=[],
+        search_attributes=[SCHEDULE_NAME, SCHEDULED_FIRE_TIME],  # the loops' jobs carry them
     )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

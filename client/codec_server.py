@@ -16,10 +16,13 @@ dropped after a read timeout, so it never holds a thread. It holds the payload k
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import hmac
 import json
 import re
 import sys
+import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,7 +32,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from client.codec import Keyring, KeyringError
-from client.errors import ConfigError, exit_on_user_error
+from client.errors import ConfigError, OneLineParser, exit_on_user_error, port
 from client.settings import load_settings
 
 MAX_BODY = 16 * 1024 * 1024  # a history event's payloads are at most a few MB
@@ -42,12 +45,56 @@ _HEADER_LIST = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-
 # allowed when a preflight names none.
 ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization"
 PREFLIGHT_MAX_AGE_S = 600  # the browser reuses a preflight's answer this long
+MAX_HANDLERS = 32  # connections served at once; more wait (up to the read timeout), then 503
+# Bytes in protobuf's JSON: base64, standard or URL-safe, padded or not.
+_BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+_BUSY_BODY = b'{"message": "busy: too many connections; try again"}'
+_BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # a bearer token: one line of visible ASCII
+
+
+def _not_base64(body: bytes) -> str | None:
+    """Where the body's payloads hold bytes that are not base64, or None (protobuf's JSON
+    parser would read such text as fewer, or no, bytes: an empty payload, answered 200)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # the protobuf parser names what is wrong
+    payloads = doc.get("payloads") if isinstance(doc, dict) else None
+    for i, item in enumerate(payloads if isinstance(payloads, list) else []):
+        if not isinstance(item, dict):
+            continue
+        metadata = item.get("metadata")
+        fields = {"data": item.get("data")} | {
+            f"metadata.{k}": v for k, v in (metadata if isinstance(metadata, dict) else {}).items()
+        }
+        for name, value in fields.items():
+            if isinstance(value, str) and not _is_base64(value):
+                return f"payloads[{i}].{name}: not base64"
+    return None
+
+
+def _is_base64(text: str) -> bool:
+    if not _BASE64.fullmatch(text):
+        return False
+    core = text.rstrip("=").replace("-", "+").replace("_", "/")
+    try:
+        base64.b64decode(core + "=" * (-len(core) % 4), validate=True)
+    except binascii.Error:
+        return False
+    return True
 
 
 class CodecServer(ThreadingHTTPServer):
     """One keyring, the allowed browser origins and an optional token, for every request."""
 
     daemon_threads = True
+    # Connections the kernel holds until accepted (socketserver's 5 drops a burst's packets,
+    # which then arrive only after TCP's retransmit delay, past the read timeout).
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -63,6 +110,30 @@ class CodecServer(ThreadingHTTPServer):
         self.origins = origins
         self.token = token
         self.read_timeout_s = read_timeout_s
+        self._slots = threading.BoundedSemaphore(MAX_HANDLERS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """At most MAX_HANDLERS threads: a connection beyond them waits for a free one as long
+        as a read may take, then gets a 503 (300 stalled clients hold 32 threads, not 300)."""
+        if not self._slots.acquire(timeout=self.read_timeout_s):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def url(self) -> str:
@@ -118,11 +189,10 @@ class _Handler(BaseHTTPRequestHandler):
             cors["Access-Control-Allow-Private-Network"] = "true"
         self._reply(204, cors=cors)
 
-    def _content_length(self) -> int:
-        try:
-            return int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return -1
+    def _content_length(self) -> int | None:
+        """The declared length; None when it is not a whole number."""
+        given = (self.headers.get("Content-Length") or "0").strip()
+        return int(given) if given.isdigit() else None
 
     def do_POST(self) -> None:  # noqa: N802
         # The last path segment names the action (the codec protocol), so the server may be
@@ -142,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
         ):
             return self._reply(401, {"message": "a bearer token is required"})
         length = self._content_length()
+        if length is None:
+            self.close_connection = True  # the body's end is unknown: nothing more is read
+            return self._reply(400, {"message": "Content-Length: not a whole number of bytes"})
         if not 0 < length <= MAX_BODY:
             return self._reply(413, {"message": f"body must be 1 to {MAX_BODY} bytes"})
         try:
@@ -149,6 +222,9 @@ class _Handler(BaseHTTPRequestHandler):
         except TimeoutError:  # fewer bytes than Content-Length said, then silence
             self.close_connection = True
             return self._reply(408, {"message": f"body shorter than Content-Length {length}"})
+        problem = _not_base64(body)
+        if problem:
+            return self._reply(400, {"message": problem})
         try:
             payloads = json_format.Parse(body, Payloads())
             out = Payloads(payloads=[transform[action](p) for p in payloads.payloads])
@@ -158,9 +234,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m client.codec_server", description=__doc__)
+    p = OneLineParser(
+        prog="python -m client.codec_server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=port, default=DEFAULT_PORT)
     p.add_argument(
         "--ui-origin",
         action="append",
@@ -176,9 +256,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 "PAYLOAD_KEYS: no keys to decode with; set it (or turn on encryption)"
             )
-        if not 1 <= args.port <= 65535:
-            raise ConfigError(f"--port {args.port}: use a port from 1 to 65535")
         token = settings.codec_auth_token
+        if token is not None and not _TOKEN.fullmatch(token.get_secret_value()):
+            raise ConfigError(
+                "CODEC_AUTH_TOKEN: holds a space, a newline or another control character; a "
+                "bearer token is one line of visible characters (set it again)"
+            )
         try:
             server = CodecServer(
                 (args.host, args.port),

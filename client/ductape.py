@@ -42,6 +42,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.run_checks import completed_within
 from client.errors import ConfigError
 from client.loops import schedule_id, start_schedules
+from client.schedules_file import input_problem
 from jobs.registry import JOBS, cache_id
 from scheduling.spec import KEY_PATTERN, ScheduleSpec, SessionRef
 from scheduling.types import CronText, Duration, TimeZone, parse_duration
@@ -51,6 +52,9 @@ MS_THRESHOLD = 10**11  # a Unix time above this is in milliseconds (10^11 s is t
 NAME_MAX = 63  # a schedule's name (scheduling.spec.NAME_PATTERN)
 HASH_CHARS = 10  # 40 bits of sha256: a chance collision needs ~10^6 identities; forged: refused
 IDENTITY_MEMO = "ductape_identity"  # the loop's exact identity, compared before any update
+# A one-off's start_at becomes the workflow's start delay, a timer the server caps at 100 years
+# (a later start_at would quietly run 100 years from now): refused past this, with a margin.
+MAX_START_DELAY = timedelta(days=365 * 100 - 1)
 
 
 def identity_hash(identity: dict[str, str | None]) -> str:
@@ -305,6 +309,20 @@ async def _check_identity(client: Client, job: DuctapeJob) -> None:
         )
 
 
+def one_off_problem(job: DuctapeJob, now: datetime) -> str | None:
+    """`field: why` for a one-off the server would not run as asked: its input over the one
+    bound on a job's input, or a start_at further away than a start delay can be."""
+    problem = input_problem(job.input)
+    if problem:
+        return f"input: {problem}"
+    if job.starts is not None and job.starts - now > MAX_START_DELAY:
+        return (
+            f"start_at: {job.starts:%Y-%m-%d} is more than 100 years away; Temporal delays a "
+            "start by at most 100 years (it would run then, not at start_at): use an earlier time"
+        )
+    return None
+
+
 async def schedule(client: Client, job: DuctapeJob | dict[str, Any], task_queue: str) -> Submitted:
     """Ductape's `schedule()`: a repeating job starts (or updates) a loop; a one-off starts once."""
     job = job if isinstance(job, DuctapeJob) else DuctapeJob.model_validate(job)
@@ -314,6 +332,9 @@ async def schedule(client: Client, job: DuctapeJob | dict[str, Any], task_queue:
             client, [job.to_spec()], task_queue, memo={IDENTITY_MEMO: job.identity}
         )
         return Submitted(kind="schedule", workflow_id=schedule_id(job.name), message=line)
+    problem = one_off_problem(job, datetime.now(UTC))
+    if problem:
+        raise ConfigError(f"{job.name}: {problem}")
     token = job.session.token if job.session else None
     if job.cache:
         wf_id = cache_id(job.cache, job.event, job.input, token)

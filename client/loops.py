@@ -6,12 +6,16 @@ Shared by `starter.py start|update`, `make run` and Ductape-style `schedule()`.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import uuid
-from datetime import timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -24,7 +28,7 @@ from temporalio.workflow import UpdateMethodMultiParam
 
 from client.connect import ServerUnavailable
 from client.errors import ConfigError
-from client.schedules_file import payload_problem
+from client.schedules_file import brief, payload_problem
 from scheduling.spec import ScheduleSpec, describe_spec
 from workflows.models import ScheduleInput, ScheduleSummary, ScheduleView
 from workflows.schedule import ScheduleWorkflow
@@ -33,6 +37,12 @@ QUERY_TIMEOUT = 5.0
 UPDATE_TIMEOUT = timedelta(seconds=15)
 START_CONCURRENCY = 32  # loops started (or checked) at once by `start` and `update`
 UPDATE_ATTEMPTS = 5
+# `list` and `delete` ask this many loops at once; `list` gives each query this long, then
+# shows what the server's visibility store knows instead (1,000 loops answer in seconds).
+MANY_CONCURRENCY = 32
+LIST_QUERY_TIMEOUT = 3.0
+LOOP_TYPE = ScheduleWorkflow.__name__
+T = TypeVar("T")
 
 
 def schedule_id(name: str) -> str:
@@ -47,15 +57,6 @@ async def status_of(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus
             return None
         raise
     return desc.status
-
-
-async def query_view(handle: WorkflowHandle[Any, Any]) -> ScheduleView | None:
-    try:
-        return await handle.query(
-            ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT)
-        )
-    except RPCError:
-        return None
 
 
 def _dropped(exc: RPCError) -> bool:
@@ -194,8 +195,145 @@ async def _start_one(
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
             memo=memo,
-            static_summary=f"schedule {spec.name}: `{spec.job}` on {describe_spec(spec)}",
+            static_summary=f"schedule {spec.name}: `{spec.job}` on {brief(describe_spec(spec))}",
         )
     except WorkflowAlreadyStartedError:
         return f"{spec.name}: already running as {handle.id}; nothing started"
-    return f"{spec.name}: started as {handle.id} ({describe_spec(spec)})"
+    return f"{spec.name}: started as {handle.id} ({brief(describe_spec(spec))})"
+
+
+async def bounded(limit: int, work: Iterable[Awaitable[T]]) -> list[T]:
+    """Await every item, at most `limit` at once, results in the given order."""
+    slots = asyncio.Semaphore(limit)
+
+    async def one(item: Awaitable[T]) -> T:
+        async with slots:
+            return await item
+
+    return list(await asyncio.gather(*(one(w) for w in work)))
+
+
+async def loops_on_server(
+    client: Client, task_queue: str | None = None
+) -> dict[str, WorkflowExecution]:
+    """Every loop the server's visibility store knows (on `task_queue`, if given), by name: the
+    running run of each, else its newest (one list call per page, not a call per loop)."""
+    newest: dict[str, WorkflowExecution] = {}
+    query = f"WorkflowType = '{LOOP_TYPE}' AND ExecutionStatus != 'ContinuedAsNew'"
+    if task_queue is not None:
+        query += " AND TaskQueue = '" + task_queue.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    async for wf in client.list_workflows(query, page_size=1000):
+        if not wf.id.startswith("schedule/"):
+            continue
+        name = wf.id.removeprefix("schedule/")
+        seen = newest.get(name)
+        if seen is None or _rank(wf) > _rank(seen):
+            newest[name] = wf
+    return newest
+
+
+def _rank(wf: WorkflowExecution) -> tuple[bool, datetime]:
+    return wf.status == WorkflowExecutionStatus.RUNNING, wf.start_time
+
+
+class ScheduleRow(BaseModel):
+    """One line of `list` (and one object of `list --json`)."""
+
+    name: str
+    status: str  # running, paused, completed: <why>, not started, ...
+    note: str | None = None  # a paused schedule's note
+    spec: str | None = None
+    next_fire: datetime | None = None
+    fires: int | None = None
+
+
+def _status_name(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower().replace("_", " ") if status else "not started"
+
+
+async def list_schedules(
+    client: Client, names: list[str], *, ask_worker: bool
+) -> list[ScheduleRow]:
+    """Schedules named in the file plus any others the server knows, newest run each.
+
+    Which loops exist and their status come from one visibility listing; spec, next fire and
+    counts from each running loop's `describe` query (a worker answers it), asked
+    MANY_CONCURRENCY at a time with a short timeout: a loop whose worker does not answer in
+    time is shown with what the server knows, and marked so.
+    """
+    known = await loops_on_server(client)
+    order = list(dict.fromkeys([*names, *sorted(known)]))
+
+    async def row(name: str) -> ScheduleRow:
+        handle = client.get_workflow_handle(schedule_id(name))
+        wf = known.get(name)
+        # A name from the file the listing does not show yet (visibility lags a start a
+        # little) is asked about directly.
+        status = wf.status if wf is not None else await status_of(handle)
+        out = ScheduleRow(name=name, status=_status_name(status))
+        if status == WorkflowExecutionStatus.RUNNING and ask_worker:
+            view = await _quick_view(handle)
+            if view is None:
+                out.status = "running (no worker answered)"
+            else:
+                out.spec = describe_spec(view.spec)
+                out.status = "paused" if view.state.paused else "running"
+                out.note = view.state.note if view.state.paused else None
+                out.next_fire = view.next_fires[0] if view.next_fires else None
+                out.fires = view.state.fires
+        elif status == WorkflowExecutionStatus.COMPLETED:
+            summary = await client.get_workflow_handle(
+                handle.id, result_type=ScheduleSummary
+            ).result()
+            out.fires = summary.fires
+            out.status = f"completed: {summary.reason}"
+        return out
+
+    return await bounded(MANY_CONCURRENCY, (row(name) for name in order))
+
+
+async def _quick_view(handle: WorkflowHandle[Any, Any]) -> ScheduleView | None:
+    try:
+        return await handle.query(
+            ScheduleWorkflow.describe, rpc_timeout=timedelta(seconds=LIST_QUERY_TIMEOUT)
+        )
+    except RPCError:
+        return None
+
+
+async def running_names(client: Client, task_queue: str, pattern: str = "*") -> list[str]:
+    """The running loops on `task_queue` (the one this client's worker serves) whose names
+    match a shell glob (`--all` is `*`), sorted."""
+    known = await loops_on_server(client, task_queue)
+    return sorted(
+        name
+        for name, wf in known.items()
+        if wf.status == WorkflowExecutionStatus.RUNNING and fnmatch.fnmatchcase(name, pattern)
+    )
+
+
+async def control_many(
+    client: Client,
+    names: list[str],
+    act: Callable[[WorkflowHandle[Any, Any]], Awaitable[str]],
+) -> list[tuple[str, str | Exception]]:
+    """Run one control on many loops, MANY_CONCURRENCY at once; each name's answer or error
+    (one loop's refusal does not stop the others)."""
+
+    async def one(name: str) -> tuple[str, str | Exception]:
+        handle = client.get_workflow_handle(schedule_id(name))
+        try:
+            status = await status_of(handle)
+            if status != WorkflowExecutionStatus.RUNNING:
+                state = "does not exist" if status is None else f"is {status.name.lower()}"
+                return name, ConfigError(f"schedule {name!r} {state}")
+            return name, await act(handle)
+        except (
+            WorkflowUpdateFailedError,
+            WorkflowUpdateRPCTimeoutOrCancelledError,
+            ConfigError,
+            RPCError,
+        ) as exc:
+            return name, exc
+
+    return await bounded(MANY_CONCURRENCY, (one(n) for n in names))

@@ -52,25 +52,27 @@ def sync_products_args(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return SyncProductsInput.model_validate(args).model_dump(mode="json")
 
 
-def read_input_file(path: Path, kind: str) -> str:
-    """The text of a schedules or job file, read at most MAX_FILE_BYTES: a device (/dev/zero)
-    or a huge file is refused, not read into memory; so are directories and non-UTF-8 bytes."""
-    missing = f"{path}: no such {kind} file; pass --file PATH"
+def read_input_file(path: Path, kind: str, flag: str = "--file ") -> str:
+    """The text of a schedules, job or args file, read at most MAX_FILE_BYTES: a device
+    (/dev/zero) or a huge file is refused, not read into memory; so are directories and
+    non-UTF-8 bytes."""
+    missing = f"{path}: no such {kind} file; pass {flag}PATH"
+    a_kind = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
     try:
         if path.is_dir():
-            raise ConfigError(f"{path}: is a directory; pass --file a {kind} file")
+            raise ConfigError(f"{path}: is a directory; pass {flag}PATH of {a_kind} file")
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(missing) from None
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot read it ({exc.strerror or exc}); pass --file a {kind} file"
+            f"{path}: cannot read it ({exc.strerror or exc}); pass {flag}PATH of {a_kind} file"
         ) from None
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(
-            f"{path}: over the {MAX_FILE_BYTES // 2**20} MB limit of a {kind} file; "
-            "pass --file a smaller one"
+            f"{path}: over the {MAX_FILE_BYTES // 2**20} MB limit of {a_kind} file; "
+            f"pass {flag}PATH of a smaller one"
         )
     try:
         return data.decode("utf-8")
@@ -110,13 +112,28 @@ def payload_problem(spec: ScheduleSpec) -> str | None:
         )
     job = JOBS.get(spec.job)
     once = spec.expansion == "once" or (spec.expansion is None and job and not job.per_connection)
-    args = len(json.dumps(spec.args, default=str))
-    if once and args > INPUT_BYTES:
+    problem = input_problem(spec.args) if once else None
+    return f"args: {problem}" if problem else None
+
+
+def input_problem(args: Any) -> str | None:
+    """Why a job could not take `args` as its input, or None. The one bound on a job's input
+    (INPUT_BYTES, what the expansion activity hands a job), whether it comes from the schedules
+    file, `run --args` or a Ductape job."""
+    size = len(json.dumps(args, default=str))
+    if size > INPUT_BYTES:
         return (
-            f"args: {args // 1024} KB; a job's input holds at most {INPUT_BYTES // 1024} KB: "
+            f"{size // 1024} KB; a job's input holds at most {INPUT_BYTES // 1024} KB: "
             "pass ids the job looks up, not the data"
         )
     return None
+
+
+def brief(text: str, width: int = 80) -> str:
+    """A spec or value echoed on one line: long ones cut, with an ellipsis and the length."""
+    if len(text) <= width:
+        return text
+    return f"{text[: width - 20]}… ({len(text):,} characters)"
 
 
 def never_fires(spec: ScheduleSpec, now: datetime) -> str | None:

@@ -9,6 +9,8 @@ Everything is checked here, before a connection is tried: a bad value is one lin
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from client.errors import ConfigError
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
+MAX_PROFILE_BYTES = 2**20  # a profile file or a PEM file: a few KB; read no further than this
+TLS_VALUES = {"true": True, "1": True, "false": False, "0": False}  # what the SDK tells apart
 # Where each TLS file comes from, to name it when it cannot be read.
 _TLS_FILES = {
     "server_root_ca_cert": "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
@@ -56,8 +60,15 @@ def check_address(address: str) -> str:
 
 def load_target(address: str | None, namespace: str | None, profile: str | None) -> TemporalTarget:
     """The profile (file, then environment), with explicit settings on top."""
+    tls_flag = os.environ.get("TEMPORAL_TLS", "")
+    if tls_flag.strip() and tls_flag.strip().lower() not in TLS_VALUES:
+        raise ConfigError(
+            f"TEMPORAL_TLS={tls_flag!r} is not a boolean; set it to true or false (or 1 or 0), "
+            "or unset it"
+        )
+    source = _profile_file()
     try:
-        loaded = envconfig.ClientConfigProfile.load(profile=profile)
+        loaded = envconfig.ClientConfigProfile.load(profile=profile, config_source=source)
     except Exception as exc:  # the SDK's envconfig.ConfigError, or the bridge's
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = f"TEMPORAL_PROFILE={profile!r}" if profile else "TEMPORAL_CONFIG_FILE"
@@ -84,13 +95,58 @@ def load_target(address: str | None, namespace: str | None, profile: str | None)
     )
 
 
+def _profile_file() -> bytes | None:
+    """The profile file's bytes, read here with a bound (the SDK would read a device such as
+    /dev/zero until memory ran out); None when there is none, as the SDK then has none."""
+    given = os.environ.get("TEMPORAL_CONFIG_FILE")
+    if given:
+        path = Path(given)
+    else:
+        home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        path = Path(home) / "temporalio" / "temporal.toml"
+    variable = f"TEMPORAL_CONFIG_FILE={str(path)!r}"
+    problem = _not_a_small_file(path)
+    if problem == "no such file":  # as the SDK and the `temporal` CLI: no profile file
+        return None
+    if problem:
+        raise ConfigError(f"{variable}: {problem}; point it at a TOML profile file or unset it")
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_PROFILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{variable}: cannot read it ({exc.strerror or exc})") from None
+    if len(data) > MAX_PROFILE_BYTES:
+        raise ConfigError(f"{variable}: over {MAX_PROFILE_BYTES // 2**20} MB; not a profile file")
+    return data
+
+
+def _not_a_small_file(path: Path) -> str | None:
+    """What keeps `path` from being a file we read whole: missing, a directory, a device, a
+    FIFO, or over MAX_PROFILE_BYTES (None when it is fine)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a device or a pipe)"
+    if info.st_size > MAX_PROFILE_BYTES:
+        return f"is {info.st_size // 2**20} MB, over the {MAX_PROFILE_BYTES // 2**20} MB limit"
+    return None
+
+
 def _tls(config: envconfig.ClientConfigTLS) -> bool | TLSConfig:
-    """The TLS files read now, so a missing one is named before anything connects."""
+    """The TLS files checked now, so a bad one is named, as what it is, before anything
+    connects."""
     for field, variable in _TLS_FILES.items():
         source = getattr(config, field)
-        if isinstance(source, Path) and not source.is_file():
+        problem = _not_a_small_file(source) if isinstance(source, Path) else None
+        if problem:
             raise ConfigError(
-                f"{variable}={str(source)!r}: no such file; point it at the PEM file (or unset it)"
+                f"{variable}={str(source)!r}: {problem}; point it at the PEM file (or unset it)"
             )
     if (config.client_cert is None) != (config.client_private_key is None):
         missing = (

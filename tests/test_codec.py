@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
+from client import codec_server
 from client.codec import EncryptionCodec, Keyring, KeyringError
 from client.codec_server import CodecServer
 from client.errors import ConfigError
@@ -172,3 +173,83 @@ def test_a_quiet_connection_is_dropped_after_the_read_timeout(ui_server: CodecSe
         reply = short.makefile("rb").read()  # the answer, then the server closes
     assert reply.startswith(b"HTTP/1.0 408 "), reply
     assert b"shorter than Content-Length 100" in reply
+
+
+def test_a_bad_content_length_or_bytes_that_are_not_base64_are_a_400(server: CodecServer) -> None:
+    """Content-Length that is not a number: a 400 and the connection closed (not a 413, not a
+    hang); `data` that is not base64: a 400 naming it (protobuf would read it as no bytes)."""
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as raw:
+        raw.sendall(
+            b"POST /decode HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken\r\n"
+            b"Content-Length: abc\r\n\r\n{}"
+        )
+        reply = raw.makefile("rb").read()
+    assert reply.startswith(b"HTTP/1.0 400 "), reply
+    assert b"Content-Length: not a whole number" in reply
+    auth = {"Authorization": "Bearer t0ken"}
+    for bad in ("!!!!", "aGVsbG8=x", "a b"):
+        body = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": bad}]}
+        reply2 = httpx.post(f"{server.url}/decode", json=body, headers=auth)
+        assert reply2.status_code == 400, (bad, reply2.text)
+        assert reply2.json() == {"message": "payloads[0].data: not base64"}
+    good = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg"}, "data": "ImhpIg"}]}
+    assert httpx.post(f"{server.url}/decode", json=good, headers=auth).status_code == 200
+
+
+def test_stalled_connections_hold_a_bounded_number_of_threads() -> None:
+    """80 clients that send a short body and go quiet: at most MAX_HANDLERS threads serve them
+    (the rest wait their turn, or get a 503), and every one is answered or closed."""
+    srv = CodecServer(("127.0.0.1", 0), Keyring.parse(K1), read_timeout_s=1.0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = threading.active_count()
+    peak = base
+    try:
+        conns = [
+            socket.create_connection(("127.0.0.1", srv.server_port), timeout=30) for _ in range(80)
+        ]
+        for c in conns:
+            c.sendall(b"POST /decode HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        for c in conns:
+            c.setblocking(False)
+        pending = set(range(len(conns)))
+        deadline = time.monotonic() + 60
+        answers: list[bytes] = [b""] * len(conns)
+        while pending and time.monotonic() < deadline:
+            peak = max(peak, threading.active_count())
+            for i in list(pending):
+                try:
+                    chunk = conns[i].recv(4096)
+                except BlockingIOError:
+                    continue
+                answers[i] += chunk
+                if not chunk:
+                    pending.discard(i)
+            time.sleep(0.01)  # a sampling interval, not a wait for a condition
+        assert not pending, f"{len(pending)} connections never answered"
+        assert peak - base <= codec_server.MAX_HANDLERS, peak - base
+        assert all(a.startswith((b"HTTP/1.0 408 ", b"HTTP/1.0 503 ")) for a in answers), {
+            a[:20] for a in answers
+        }
+    finally:
+        for c in conns:
+            c.close()
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_the_codec_server_refuses_a_token_with_a_newline_and_a_bad_port_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PAYLOAD_KEYS", K1)
+    monkeypatch.setenv("CODEC_AUTH_TOKEN", "abc\nInjected: 1")
+    with pytest.raises(SystemExit) as exited:
+        codec_server.main(["--port", "38001"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: CODEC_AUTH_TOKEN: ") and "Injected" not in err
+    with pytest.raises(SystemExit) as exited:
+        codec_server.main(["--port", "abc"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "--port" in err and "'abc' is not a port number" in err

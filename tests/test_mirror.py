@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -421,3 +422,21 @@ def test_cli_admin_token_given_is_used_and_not_printed(how: str) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert "given-token" not in out
+
+
+@pytest.mark.parametrize("length", ["-1", "abc", str(2**21)])
+def test_a_bad_content_length_on_put_faults_is_a_400_not_a_held_connection(
+    mirror: Mirror, admin: dict[str, str], length: str
+) -> None:
+    """`Content-Length: -1` would read until the client hangs up: a 400 at once, then closed."""
+    head = "".join(f"{k}: {v}\r\n" for k, v in admin.items())
+    port = int(mirror.url.rsplit(":", 1)[1].rstrip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(
+            f"PUT /__mirror/faults HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {length}\r\n\r\n"
+            '{"latency_ms": 5}'.encode()
+        )
+        reply = raw.makefile("rb").read()  # the answer, then the server closes
+    assert reply.startswith(b"HTTP/1.1 400 "), reply
+    assert b"Content-Length must be 0 to" in reply
+    assert mirror.faults == Faults()  # unchanged

@@ -188,6 +188,10 @@ class Mirror:
             return None
 
 
+ADMIN_BODY_MAX = 2**20  # an admin request's JSON body
+READ_TIMEOUT_S = 30.0  # an idle kept-alive connection, or a body that stops short, is dropped
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -243,6 +247,10 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet by default
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            self.connection.settimeout(READ_TIMEOUT_S)  # each read and write
 
         def _send(
             self, status: int, body: Any, headers: dict[str, str] | None = None, raw: bool = False
@@ -335,7 +343,17 @@ def _handler_for(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
         def _admin(self) -> None:
             """PUT faults or auth, PATCH a product, POST reset. The body is read first, whatever the
             path, so a 401 or 404 never leaves it on a kept-alive connection."""
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            given = (self.headers.get("Content-Length") or "0").strip()
+            if not given.isdigit() or int(given) > ADMIN_BODY_MAX:
+                self.close_connection = True  # the body's end is unknown: nothing more is read
+                return self._send(
+                    400, {"message": f"Content-Length must be 0 to {ADMIN_BODY_MAX} bytes"}
+                )
+            try:
+                raw = self.rfile.read(int(given))
+            except TimeoutError:
+                self.close_connection = True
+                return self._send(408, {"message": f"body shorter than Content-Length {given}"})
             path = urlsplit(self.path).path
             if self._refused_admin(path):
                 return None
