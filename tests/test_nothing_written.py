@@ -80,12 +80,13 @@ async def fresh_namespace(client: Client) -> str:
 async def test_a_run_refused_at_the_server_makes_no_payload_keys(
     dev_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    """Refusals that need the server: no worker for a 127 KB `run echo`, a namespace with a
-    newline. The keys would be made only once every check passed."""
+    """Refusals that need the server: no worker for a `run echo` (60 KB of args, under the
+    input bound), a namespace with a newline. The keys would be made only once every check
+    passed. (A 127 KB `--args` is now refused before it connects: the one input bound.)"""
     namespace = await fresh_namespace(dev_env.client)
     data = tmp_path / "data"
     address = client_address(dev_env.client)
-    big = json.dumps({"blob": "x" * 127_000})
+    big = json.dumps({"blob": "x" * 60_000})
     env = bare_env(data, TEMPORAL_ADDRESS=address, TEMPORAL_NAMESPACE=namespace)
     env["TEMPORAL_TASK_QUEUE"] = f"nobody-{uuid.uuid4().hex[:8]}"
     code, _, err = await starter("run", "echo", "--args", big, env=env)
