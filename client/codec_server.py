@@ -251,10 +251,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def serve() -> int:
         settings = load_settings()
-        keyring = settings.keyring()
+        keyring = settings.existing_keyring()  # reads keys, never makes them
         if keyring is None:
             raise ConfigError(
-                "PAYLOAD_KEYS: no keys to decode with; set it (or turn on encryption)"
+                f"PAYLOAD_KEYS: no keys to decode with (none set, no {settings.payload_keys_path});"
+                " set PAYLOAD_KEYS, or DATA_DIR to the data directory of the stack whose "
+                "payloads you read"
             )
         token = settings.codec_auth_token
         if token is not None and not _TOKEN.fullmatch(token.get_secret_value()):

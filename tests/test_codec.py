@@ -253,3 +253,36 @@ def test_the_codec_server_refuses_a_token_with_a_newline_and_a_bad_port_in_one_l
     err = capsys.readouterr().err
     assert exited.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "--port" in err and "'abc' is not a port number" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "keys", "expect"),
+    [
+        (["--port", "99999"], None, "--port: 99999 is not a port"),
+        # 192.0.2.1 is no address of this machine: binding fails locally, nothing is sent
+        (["--host", "192.0.2.1", "--port", "38002"], K1, "--port 38002: cannot listen"),
+        ([], None, "PAYLOAD_KEYS: no keys to decode with"),
+    ],
+)
+def test_a_codec_server_that_cannot_start_makes_no_keys(
+    argv: list[str],
+    keys: str | None,
+    expect: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """It only reads keys: refused, it leaves the data directory as it found it (it used to
+    make a payload.keys before finding the port or host unusable)."""
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    if keys is None:
+        monkeypatch.delenv("PAYLOAD_KEYS", raising=False)
+    else:
+        monkeypatch.setenv("PAYLOAD_KEYS", keys)
+    monkeypatch.delenv("CODEC_AUTH_TOKEN", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        codec_server.main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert expect in err, err
+    assert not (tmp_path / "data").exists()
