@@ -69,7 +69,8 @@ async def test_list_shows_a_paused_schedule_as_paused_with_its_note(
         assert code == 0, err
         (row,) = [r for r in json.loads(out) if r["name"] == name]
         assert (row["status"], row["note"]) == ("paused", "db migration")
-        code, out, _ = await starter("list", "--file", str(path), env=env)
+        # wide: the table also lists the other tests' loops on this server, which can squeeze it
+        code, out, _ = await starter("list", "--file", str(path), env={**env, "COLUMNS": "400"})
         (line,) = [line for line in out.splitlines() if name in line]
         assert "paused: db" in line and "running" not in line
         assert (await starter("resume", name, env=env))[0] == 0
