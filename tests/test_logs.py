@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -23,8 +20,9 @@ from client import ductape
 from client.settings import Settings
 from devtools.mirror import Mirror
 from jobs.sync_products import SyncProductsInput
-from tests.conftest import ROOT, worker_process
+from tests.conftest import worker_process
 from tests.test_ductape import one_off, shop_token
+from tests.worker_cli import run_worker
 from workflows.echo import EchoJobWorkflow
 from workflows.sync_products import SyncProductsWorkflow
 
@@ -200,15 +198,7 @@ async def test_json_log_is_one_object_per_line_with_the_workflow_fields(
 
 @pytest.mark.parametrize("value", ["xml", "jsonl", "text json"])
 def test_a_bad_log_format_is_one_line_naming_it(value: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
-    env.update(LOG_FORMAT=value, DATA_DIR=str(tmp_path / "data"))
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "worker.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_worker(tmp_path / "data", LOG_FORMAT=value)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
         f"error: LOG_FORMAT={value!r}: Input should be 'text' or 'json'; "

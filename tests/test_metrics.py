@@ -4,10 +4,7 @@ have stops it with one line before it connects."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -19,8 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from client.settings import Settings
 from scheduling.spec import ScheduleSpec
-from tests.conftest import ROOT, worker_process
+from tests.conftest import worker_process
 from tests.test_cli import free_port
+from tests.worker_cli import run_worker
 from workflows.echo import EchoJobWorkflow
 from workflows.models import ScheduleInput
 from workflows.schedule import ScheduleWorkflow
@@ -125,18 +123,10 @@ def test_a_busy_metrics_port_is_one_line_before_connecting(tmp_path: Path) -> No
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         busy = holder.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
-        env.update(
+        proc = run_worker(
+            tmp_path / "data",
             TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}",  # closed
             METRICS_ADDRESS=f"127.0.0.1:{busy}",
-            DATA_DIR=str(tmp_path / "data"),
-        )
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "worker.py")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
         )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr

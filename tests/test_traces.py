@@ -37,6 +37,7 @@ from tests.conftest import (
 from tests.otlp_receiver import OtlpReceiver, Span
 from tests.test_cli import cli_env, free_port, starter
 from tests.test_logs import wait_for_log
+from tests.worker_cli import run_worker
 
 DEADLINE_S = 60.0
 SHOP_KEY = "sk_trace_test_shop_key_0123456789"
@@ -228,14 +229,8 @@ async def test_a_collector_that_is_down_costs_spans_not_jobs(
     ],
 )
 def test_a_bad_endpoint_is_one_line_naming_it(value: str, reason: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "OTEL_"))}
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=value, DATA_DIR=str(tmp_path / "data"))
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "worker.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = run_worker(
+        tmp_path / "data", drop=("TEMPORAL_", "OTEL_"), OTEL_EXPORTER_OTLP_ENDPOINT=value
     )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines() == [
