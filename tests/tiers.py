@@ -16,6 +16,7 @@ import os
 import subprocess
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,7 +116,7 @@ def _reaches(obj: Any, seen: set[int]) -> set[str]:
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups, and the timeout wrapping
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each item with its tiers, group what must share a worker, and put the slow first."""
     rank: dict[str, int] = {}
     for item in items:
@@ -125,8 +126,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = _group(item, tiers)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+            if config.getvalue("loadgroup") and "@" not in item.nodeid:
+                _tag_group(item, group)
         rank[item.nodeid] = min((START_ORDER[t] for t in tiers), default=len(START_ORDER))
     items.sort(key=lambda i: rank[i.nodeid])  # stable: files keep their order within a tier
+
+
+def _tag_group(item: pytest.Item, group: str) -> None:
+    """Give item the `<id>@<group>` node id by which xdist's loadgroup finds its group. xdist
+    3.8 writes that id to `item._nodeid`, which pytest 9 no longer reads (the id comes from
+    `item._id`), so every test would be scheduled alone; write it where pytest reads it."""
+    tagged = f"{item.nodeid}@{group}"
+    if hasattr(item, "_id"):
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(tagged)
+    else:
+        item._nodeid = tagged  # type: ignore[attr-defined]  # pytest 8 kept the id here
 
 
 def _group(item: pytest.Item, tiers: set[str]) -> str | None:
@@ -137,7 +153,7 @@ def _group(item: pytest.Item, tiers: set[str]) -> str | None:
     info = getattr(item, "_fixtureinfo", None)
     for defs in info.name2fixturedefs.values() if info else ():
         if defs[-1].scope in ("module", "package", "class") and _ours(defs[-1].func):
-            return item.nodeid.split("::", 1)[0]
+            return Path(item.nodeid.split("::", 1)[0]).stem
     return None
 
 
