@@ -3,12 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TEST_WORKERS ?= 4
 
-.PHONY: run test lint bench medusa clean help
+.PHONY: run test test-fast lint bench medusa clean help
 
 help:
 	@echo "make run    set up .venv, start Temporal dev server + UI, DummyJSON mirror, worker, schedules"
-	@echo "make test   set up .venv and run the test suite"
+	@echo "make test   set up .venv and run the test suite (TEST_WORKERS=$(TEST_WORKERS) processes)"
+	@echo "make test-fast  only the pure tests: no server, no process, no browser (seconds)"
 	@echo "make lint   ruff + mypy"
 	@echo "make bench  print sync and schedule figures (bench/)"
 	@echo "make medusa install (once) and start a local Medusa 2.21 store; Ctrl-C stops it"
@@ -25,9 +27,16 @@ $(STAMP): pyproject.toml uv.lock
 run: $(STAMP)
 	@$(PY) -m devtools.devstack
 
+# The suite on TEST_WORKERS processes (pytest-xdist): much of it waits on real time, so more
+# workers than cores pays. loadgroup keeps each Medusa test and each module-scoped fixture's
+# tests on one worker (tests/tiers.py). One file alone: $(PY) -m pytest tests/test_x.py
 test: $(STAMP)
 	@sh devtools/prereqs.sh
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
+# The pure tier: tests marked with none of the tiers that need a server, a process or a browser.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not (temporal or postgres or medusa or browser or process or prometheus)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

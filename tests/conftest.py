@@ -33,7 +33,7 @@ from client.settings import Settings
 from devtools.mirror import Mirror
 from tests.medusa_store import clean_medusa_store, medusa_store  # noqa: F401  (fixtures)
 
-pytest_plugins = ["tests.postgres"]
+pytest_plugins = ["tests.postgres", "tests.tiers"]
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
 HANG_MARGIN_S = 20  # a hung test fails this long before pytest-timeout's backstop
