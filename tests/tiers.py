@@ -126,7 +126,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _group(item, tiers)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
-            if config.getvalue("loadgroup") and "@" not in item.nodeid:
+            if getattr(config.option, "dist", "no") == "loadgroup" and "@" not in item.nodeid:
                 _tag_group(item, group)
         rank[item.nodeid] = min((START_ORDER[t] for t in tiers), default=len(START_ORDER))
     items.sort(key=lambda i: rank[i.nodeid])  # stable: files keep their order within a tier
