@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 
 .PHONY: run test test-fast lint bench medusa clean help
 
