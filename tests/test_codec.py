@@ -263,6 +263,7 @@ def test_the_codec_server_refuses_a_token_with_a_newline_and_a_bad_port_in_one_l
         (["--host", "192.0.2.1", "--port", "38002"], K1, "--port 38002: cannot listen"),
         ([], None, "PAYLOAD_KEYS: no keys to decode with"),
     ],
+    ids=["bad-port", "host-not-here", "no-keys"],  # K1 is made per process: not in the ids
 )
 def test_a_codec_server_that_cannot_start_makes_no_keys(
     argv: list[str],
