@@ -29,6 +29,7 @@ from activities.catalog import SqliteCatalog
 from activities.connections import ConnectionStore
 from activities.db import Database
 from client.codec import Keyring, data_converter
+from client.connect import worker_polling
 from client.settings import Settings
 from devtools.mirror import Mirror
 from tests.medusa_store import clean_medusa_store, medusa_store  # noqa: F401  (fixtures)
@@ -206,3 +207,14 @@ def worker_process(
     return subprocess.Popen(
         [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=out
     )
+
+
+async def worker_ready(
+    client: Client, queue: str, proc: subprocess.Popen[Any] | None = None, timeout_s: float = 90
+) -> None:
+    """Until a worker polls `queue` (a worker process that exits first fails the wait)."""
+    deadline = time.monotonic() + timeout_s
+    while not await worker_polling(client, queue):
+        assert proc is None or proc.poll() is None, f"the worker exited with {proc.returncode}"
+        assert time.monotonic() < deadline, "the worker never polled"
+        await asyncio.sleep(0.1)

@@ -3,9 +3,7 @@ file or stdin (for what a command line cannot hold), and `schedule --wait` exits
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 from client.settings import Settings
 from devtools.mirror import Faults, Mirror
 from tests.conftest import client_address
-from tests.test_cli import ROOT, cli_env, starter
+from tests.test_cli import cli_env, starter
 from worker import build_worker
 
 
@@ -37,22 +35,6 @@ async def test_a_100_kb_cron_is_echoed_on_one_short_line(
         await dev_env.client.get_workflow_handle(f"schedule/{name}").terminate("test done")
 
 
-async def _starter_with_stdin(stdin: bytes, *args: str, env: dict[str, str]) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "starter.py"),
-        *args,
-        env=env,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode() + err.decode()
-
-
 async def test_args_come_from_a_file_or_stdin_up_to_the_one_bound(
     dev_env: WorkflowEnvironment, settings: Settings, tmp_path: Path
 ) -> None:
@@ -65,11 +47,11 @@ async def test_args_come_from_a_file_or_stdin_up_to_the_one_bound(
         code, out, err = await starter("run", "echo", "--args", f"@{args_file}", "--json", env=env)
         assert code == 0, err
         assert json.loads(out)["args"] == big
-        code, both = await _starter_with_stdin(
-            json.dumps({"n": 8}).encode(), "run", "echo", "--args", "-", "--json", env=env
+        code, out, err = await starter(
+            "run", "echo", "--args", "-", "--json", env=env, stdin=json.dumps({"n": 8}).encode()
         )
-        assert code == 0, both
-        assert '"n": 8' in both
+        assert code == 0, err
+        assert '"n": 8' in out
 
 
 async def test_schedule_wait_exits_1_when_the_sync_report_did_not_complete(

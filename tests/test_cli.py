@@ -47,18 +47,22 @@ def cli_env(
     return env
 
 
-async def starter(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    """Run starter.py without blocking the loop (an in-process worker may be serving it)."""
+async def starter(
+    *args: str, env: dict[str, str], stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    """Run starter.py without blocking the loop (an in-process worker may be serving it);
+    `stdin`: what it reads there (`--args -`)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "starter.py"),
         *args,
         env=env,
         cwd=ROOT,
+        stdin=None if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 120)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from client.connect import worker_polling
 from client.settings import Settings
-from tests.conftest import ROOT, worker_process
+from tests.conftest import ROOT, worker_process, worker_ready
 from tests.test_cli import cli_env
 from tests.test_durability import dev_server, free_port
 
@@ -43,11 +42,15 @@ def wait_for_text(path: Path, text: str, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.1)
 
 
-async def worker_ready(env: WorkflowEnvironment, queue: str) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while not await worker_polling(env.client, queue):
-        assert time.monotonic() < deadline, "the worker does not poll"
-        await asyncio.sleep(0.1)
+async def server_and_worker(
+    tmp_path: Path, settings: Settings
+) -> tuple[Path, int, WorkflowEnvironment, subprocess.Popen[bytes]]:
+    """A dev server on its own SQLite file and port (so it can be restarted), a worker polling."""
+    db, port = tmp_path / "temporal.db", free_port()
+    server = await dev_server(db, port)
+    worker = worker_process(server, settings, tmp_path)
+    await worker_ready(server.client, settings.temporal_task_queue, worker)
+    return db, port, server, worker
 
 
 async def wait_for_echo(env: WorkflowEnvironment, queue: str, run: subprocess.Popen[str]) -> str:
@@ -74,12 +77,8 @@ def finish(proc: subprocess.Popen[str]) -> str:
 async def test_run_keeps_waiting_through_a_server_restart(
     tmp_path: Path, settings: Settings
 ) -> None:
-    db, port = tmp_path / "temporal.db", free_port()
-    server = await dev_server(db, port)
-    worker = worker_process(server, settings, tmp_path)
-    address = f"127.0.0.1:{port}"
-    err = tmp_path / "run.err"
-    await worker_ready(server, settings.temporal_task_queue)
+    db, port, server, worker = await server_and_worker(tmp_path, settings)
+    address, err = f"127.0.0.1:{port}", tmp_path / "run.err"
     env = cli_env(settings, address, DATA_DIR=str(tmp_path / "data"))
     run = start_run(env, err, "--args", '{"sleep_s": 4}', "--json")
     try:
@@ -104,12 +103,8 @@ async def test_run_keeps_waiting_through_a_server_restart(
 async def test_run_gives_up_in_one_line_when_the_server_stays_away(
     tmp_path: Path, settings: Settings
 ) -> None:
-    db, port = tmp_path / "temporal.db", free_port()
-    server = await dev_server(db, port)
-    worker = worker_process(server, settings, tmp_path)
-    address = f"127.0.0.1:{port}"
-    err = tmp_path / "run.err"
-    await worker_ready(server, settings.temporal_task_queue)
+    db, port, server, worker = await server_and_worker(tmp_path, settings)
+    address, err = f"127.0.0.1:{port}", tmp_path / "run.err"
     env = cli_env(settings, address, DATA_DIR=str(tmp_path / "data"), SERVER_LOST_TIMEOUT="2s")
     run = start_run(env, err, "--args", '{"sleep_s": 60}')
     try:

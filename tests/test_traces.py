@@ -19,7 +19,6 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from activities.connections import NewConnection
-from client.connect import worker_polling
 from client.loops import start_schedules
 from client.settings import Settings
 from devtools.mirror import Mirror
@@ -33,6 +32,7 @@ from tests.conftest import (
     client_address,
     connection_store,
     worker_process,
+    worker_ready,
 )
 from tests.otlp_receiver import OtlpReceiver, Span
 from tests.test_cli import cli_env, free_port, starter
@@ -268,10 +268,7 @@ async def test_starter_run_starts_the_trace_the_worker_continues(
         OTEL_BSP_SCHEDULE_DELAY="60000",
     )
     try:
-        deadline = time.monotonic() + DEADLINE_S
-        while not await worker_polling(dev_env.client, settings.temporal_task_queue):
-            assert time.monotonic() < deadline, "the worker never polled"
-            await asyncio.sleep(0.2)
+        await worker_ready(dev_env.client, settings.temporal_task_queue, proc)
         env = cli_env(
             settings,
             client_address(dev_env.client),
